@@ -157,6 +157,16 @@ describe("kubectl against the simulator", function()
     assert.equal("Apply", managers.pullsecret)
   end)
 
+  it("has its typos caught by the server's strict field validation", function()
+    local file = write(s.dir .. "/typo.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: typo\n"
+      .. "tpye: Opaque\n")
+    local _, err, code = kubectl(s, "create -f " .. q(file))
+    assert.are_not.equal(0, code)
+    assert.matches('strict decoding error: unknown field "tpye"', err, 1, true)
+    local _, gerr = k:get{ kind = "Secret", name = "typo" }
+    assert.equal(404, gerr.code)
+  end)
+
   it("describes the same names, types and sizes as describe_secrets", function()
     assert(k:create{ apiVersion = "v1", kind = "Secret", metadata = { name = "opaque-one" },
                      data = { ["b.txt"] = b64("12345"), a = b64("") } })

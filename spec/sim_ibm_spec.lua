@@ -150,6 +150,17 @@ describe("sim api host", function()
     assert.equal("CF-BadQueryParameter", json(r).error_code)
   end)
 
+  it("refuses an expired bearer, here and at the registry", function()
+    local h = hosts{ token_lifetime = 0 }
+    local auth = "bearer " .. json(password_login(h)).access_token
+    local r = h.api:handle(req{ path = "/v2/organizations", headers = { authorization = auth } })
+    assert.equal(401, r.status)
+    assert.equal("CF-InvalidAuthToken", json(r).error_code)
+    r = h.registry:handle(req{ path = "/api/v1/tokens", headers = { authorization = auth, organization = DEMO_ORG } })
+    assert.equal(401, r.status)
+    assert.equal("CRG0001E", json(r).code)
+  end)
+
   it("refuses IAM tokens (Cloud Controller takes UAA tokens only)", function()
     local h = hosts()
     local t = json(h.iam:handle(req{ method = "POST", path = "/identity/token", headers = {

@@ -134,6 +134,22 @@ describe("simulated Kubernetes API (direct)", function()
       assert.matches("RFC 1123 label", st.message)
     end)
 
+    it("rejects unknown fields when kubectl asks for strict validation, accepts them otherwise", function()
+      local body = { metadata = { name = "u", lables = { a = "b" } }, data = {}, tpye = "Opaque" }
+      local code, st = call("POST", SECRETS, body, { query = "fieldValidation=Strict" })
+      assert.equal(400, code)
+      assert.equal('strict decoding error: unknown field "metadata.lables", unknown field "tpye"', st.message)
+      assert.equal(201, (call("POST", SECRETS, body)))
+    end)
+
+    it("keeps an immutable secret's data", function()
+      call("POST", SECRETS, { metadata = { name = "frozen" }, data = { k = b64("1") }, immutable = true })
+      local code, st = call("PUT", SECRETS .. "/frozen", { metadata = { name = "frozen" }, data = { k = b64("2") },
+        immutable = true })
+      assert.equal(422, code)
+      assert.matches("field is immutable when `immutable` is set", st.message, 1, true)
+    end)
+
     it("turns stringData into data", function()
       local _, s = call("POST", SECRETS, { metadata = { name = "sd" }, stringData = { user = "me" } })
       assert.equal(b64("me"), s.data.user)
@@ -258,18 +274,38 @@ describe("simulated Kubernetes API (direct)", function()
     end)
 
     it("strategic merge: pod imagePullSecrets merge by name, a service account's list is atomic", function()
-      call("POST", "/api/v1/namespaces/default/pods", { metadata = { name = "p" },
-        spec = { containers = { { name = "c", image = "i" } }, imagePullSecrets = { { name = "one" } } } })
-      local _, pod = call("PATCH", "/api/v1/namespaces/default/pods/p",
-        { spec = { imagePullSecrets = { { name = "two" } } } }, { ctype = "application/strategic-merge-patch+json" })
-      assert.equal("one", pod.spec.imagePullSecrets[1].name)
-      assert.equal("two", pod.spec.imagePullSecrets[2].name)
+      local P = require "pullsecret.sim.kube_patch"
+      local pod = { spec = { imagePullSecrets = json.array({ { name = "one" }, { name = "two" } }) } }
+      local merged = assert(P.strategic_patch(pod, { spec = { imagePullSecrets = json.array({
+        { name = "two", extra = "x" }, { name = "three" } }) } }, "Pod"))
+      assert.equal("one,two,three", merged.spec.imagePullSecrets[1].name .. "," .. merged.spec.imagePullSecrets[2].name
+        .. "," .. merged.spec.imagePullSecrets[3].name)
+      assert.equal("x", merged.spec.imagePullSecrets[2].extra)
+      local deleted = assert(P.strategic_patch(pod, { spec = { imagePullSecrets = json.array({
+        { name = "one", ["$patch"] = "delete" } }) } }, "Pod"))
+      assert.equal(1, #deleted.spec.imagePullSecrets)
+      assert.equal("two", deleted.spec.imagePullSecrets[1].name)
       call("PUT", "/api/v1/namespaces/default/serviceaccounts/default",
         { metadata = { name = "default" }, imagePullSecrets = { { name = "one" } } })
       local _, sa = call("PATCH", "/api/v1/namespaces/default/serviceaccounts/default",
         { imagePullSecrets = { { name = "two" } } }, { ctype = "application/strategic-merge-patch+json" })
       assert.equal(1, #sa.imagePullSecrets)
       assert.equal("two", sa.imagePullSecrets[1].name)
+    end)
+
+    it("refuses to change a pod's spec other than its images", function()
+      local PODS = "/api/v1/namespaces/default/pods"
+      call("POST", PODS, { metadata = { name = "p" }, spec = { containers = { { name = "c", image = "i:1" } } } })
+      local code, st = call("PATCH", PODS .. "/p", { spec = { imagePullSecrets = { { name = "late" } } } },
+        { ctype = "application/strategic-merge-patch+json" })
+      assert.equal(422, code)
+      assert.equal("spec", st.details.causes[1].field)
+      assert.matches("pod updates may not change fields", st.message, 1, true)
+      local pod
+      code, pod = call("PATCH", PODS .. "/p", { spec = { containers = { { name = "c", image = "i:2" } } } },
+        { ctype = "application/strategic-merge-patch+json" })
+      assert.equal(200, code)
+      assert.equal("i:2", pod.spec.containers[1].image)
     end)
 
     it("JSON patch: add, replace, remove, and a test of resourceVersion", function()

@@ -9,7 +9,7 @@
 --     local list = reg:list()
 --       --> { { id =, description =, readonly =, expires = nil | unix, revoked =, owner =, token = }, ... }
 --     local t = reg:get(id)                              --> like create's answer
---     assert(reg:revoke(id_or_token))                    -- a token is revoked by its id (its jti)
+--     assert(reg:revoke(id_or_token))    -- a JWT (anything with a ".") is revoked by its id, its jti
 --     assert(reg:revoke_by_description("k8s pull secret"))
 --     registry.token_info(token) --> { id =, issuer =, expires = nil | unix, permanent = } | nil, err
 --

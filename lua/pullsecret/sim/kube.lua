@@ -23,7 +23,10 @@
 -- patches, label/field selectors, limit/continue, dryRun=All, the ServiceAccount admission rule.
 -- JSON only: a protobuf body gets 415 (kubectl's typed generators, e.g. `create secret docker-registry`
 -- without --dry-run=client, cannot be used against it; use `create -f`/`apply -f`).
--- /openapi/v2 and /openapi/v3 answer 404, so kubectl needs `--validate=false` for create/apply.
+-- /openapi/v3 serves a small index saying the server validates fields itself, so kubectl sends
+-- fieldValidation=Strict (unknown top-level and metadata fields -> 400 "strict decoding error") and
+-- needs no `--validate=false`; /openapi/v2 is not served (kubectl's client-side apply copes).
+-- A pod's spec cannot be changed after creation except images and a few scheduling fields (422).
 -- Tables (Accept: ...;as=Table) are served for `kubectl get` without -o.
 --
 -- The service can also be driven without sockets: svc:handle{ method =, path =, query =, headers =, body = }.
@@ -227,6 +230,34 @@ local function validate(res, obj, old)
     if old and old.type ~= obj.type then
       causes[#causes + 1] = cause_invalid("type", tostring(obj.type), "field is immutable")
     end
+    if old and old.immutable == true then
+      if not P.equal(old.data or {}, obj.data or {}) then
+        causes[#causes + 1] = { reason = "FieldValueForbidden", field = "data",
+                                message = "Forbidden: field is immutable when `immutable` is set" }
+      end
+      if obj.immutable ~= true then
+        causes[#causes + 1] = { reason = "FieldValueForbidden", field = "immutable",
+                                message = "Forbidden: field is immutable when `immutable` is set" }
+      end
+    end
+  elseif res == "pods" and old then
+    -- a pod's spec is immutable but for images and a few scheduling fields
+    local function mutable_cleared(spec)
+      local sc = P.copy(P.is_map(spec) and spec or {})
+      for _, list in ipairs({ sc.containers, sc.initContainers }) do
+        if json.is_array(list) then
+          for _, ct in ipairs(list) do if P.is_map(ct) then ct.image = nil end end
+        end
+      end
+      sc.activeDeadlineSeconds, sc.terminationGracePeriodSeconds, sc.tolerations = nil, nil, nil
+      return sc
+    end
+    if not P.equal(mutable_cleared(old.spec), mutable_cleared(obj.spec)) then
+      causes[#causes + 1] = { reason = "FieldValueForbidden", field = "spec",
+        message = "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, "
+          .. "`spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` "
+          .. "(only additions to existing tolerations), `spec.terminationGracePeriodSeconds`" }
+    end
   elseif res == "pods" then
     local spec = obj.spec
     if not P.is_map(spec) or not json.is_array(spec.containers) or #spec.containers == 0 then
@@ -244,6 +275,39 @@ local function validate(res, obj, old)
   end
   if #causes > 0 then return invalid(kind, name, causes) end
 end
+
+-- Fields a body may carry, for fieldValidation=Strict (what kubectl sends by default).
+local KNOWN_FIELDS = {
+  common = { apiVersion = true, kind = true, metadata = true },
+  secrets = { data = true, stringData = true, type = true, immutable = true },
+  serviceaccounts = { secrets = true, imagePullSecrets = true, automountServiceAccountToken = true },
+  pods = { spec = true, status = true },
+  namespaces = { spec = true, status = true },
+  configmaps = { data = true, binaryData = true, immutable = true },
+}
+local KNOWN_METADATA = { name = true, generateName = true, namespace = true, selfLink = true, uid = true,
+  resourceVersion = true, generation = true, creationTimestamp = true, deletionTimestamp = true,
+  deletionGracePeriodSeconds = true, labels = true, annotations = true, ownerReferences = true,
+  finalizers = true, managedFields = true }
+
+-- nil, or a 400 BadRequest naming the first unknown fields (sorted), as the API server does.
+local function strict_check(res, obj)
+  local known = KNOWN_FIELDS[res]
+  if not known then return nil end
+  local unknown = {}
+  for k in pairs(obj) do
+    if not KNOWN_FIELDS.common[k] and not known[k] then
+      unknown[#unknown + 1] = string.format('unknown field "%s"', k)
+    end
+  end
+  for k in pairs(P.is_map(obj.metadata) and obj.metadata or {}) do
+    if not KNOWN_METADATA[k] then unknown[#unknown + 1] = string.format('unknown field "metadata.%s"', k) end
+  end
+  if #unknown == 0 then return nil end
+  table.sort(unknown)
+  return "strict decoding error: " .. table.concat(unknown, ", ")
+end
+M.strict_check = strict_check
 
 -- Defaults and normalisation applied to every incoming object.
 local function normalise(res, obj)
@@ -694,9 +758,12 @@ function Svc:handle(req)
   if verb == "delete" then return self:delete(res, ns, name, dry) end
 
   local body = req.body or ""
+  local strict = params.fieldValidation == "Strict"
   if verb == "create" then
     local obj, bad = self:decode_object(body, ctype, res)
     if not obj then return bad end
+    local unknown = strict and strict_check(res, obj)
+    if unknown then return bad_request(unknown) end
     if obj.metadata.namespace and r.namespaced and obj.metadata.namespace ~= ns then
       return bad_request("the namespace of the provided object does not match the namespace sent on the request")
     end
@@ -706,6 +773,8 @@ function Svc:handle(req)
   elseif verb == "update" then
     local obj, bad = self:decode_object(body, ctype, res)
     if not obj then return bad end
+    local unknown = strict and strict_check(res, obj)
+    if unknown then return bad_request(unknown) end
     return self:update(res, ns, name, obj, manager, dry, nil)
   else
     return self:patch(res, ns, name, ctype, body, manager, dry, params)
@@ -804,7 +873,10 @@ function Svc:patch(res, ns, name, ctype, body, manager, dry, params)
   end
   local doc, why = decode_body(body, ptype == "apply" and "yaml" or "json")
   if doc == nil then return bad_request("error decoding patch: " .. tostring(why)) end
+  local strict = params.fieldValidation == "Strict"
   if ptype == "apply" then
+    local unknown = strict and P.is_map(doc) and strict_check(res, doc)
+    if unknown then return bad_request(unknown) end
     if params.fieldManager == nil or params.fieldManager == "" then
       return bad_request("PATCH requests with apply-patch+yaml content type require a fieldManager")
     end
@@ -823,6 +895,8 @@ function Svc:patch(res, ns, name, ctype, body, manager, dry, params)
     return bad_request(tostring(why))
   end
   P.strip_nulls(new)
+  local unknown = strict and strict_check(res, new)
+  if unknown then return bad_request(unknown) end
   new.metadata = P.is_map(new.metadata) and new.metadata or {}
   if new.metadata.name ~= nil and new.metadata.name ~= name then
     return bad_request(string.format("the name of the object (%s) does not match the name on the URL (%s)",

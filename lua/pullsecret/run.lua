@@ -1,0 +1,516 @@
+--- The whole procedure, steps 1 to 7, end to end, idempotent.
+--
+--     local pullsecret = require "pullsecret"
+--     local result, err = pullsecret.run({
+--       api = "api.example.com", username = "me@example.com", password = os.getenv("PULLSECRET_PASSWORD"),
+--       org = "myorg", namespace = "apps", secret_name = "registry-token", docker_email = "a@b.c",
+--       pods = { { template = io.open("mypod.yaml"):read("a"), values = { pod_name = "web", ... } } },
+--     }, function(ev) io.stderr:write(ev.step, "/", ev.total, " ", ev.name, " ", ev.phase, "\n") end)
+--     --> result = { namespace = "apps", namespaces = { "apps" }, secret_name = "registry-token",
+--     --             registry = "registry.example.com", token_id = "637b3d8c-...", token = "new",
+--     --             secrets = { { namespace = "apps", action = "created" } }, pods = { { name = "web", ... } } }
+--
+-- Options
+--   Step 1 (Dedicated login): api ("api.<domain>" or URL), username + password | passcode | apikey |
+--     refresh_token, or session (an existing pullsecret.session); ca_file / ca_pem / insecure for the
+--     IBM hosts; authorization_endpoint to skip discovery. Or, the modern path instead of steps 1-4:
+--     icr = { region = "uk", apikey = KEY } (secret for <region>.icr.io, user "iamapikey").
+--   Step 3: org (name) or org_guid; account (sent as "Account").
+--   Step 4: registry (host or URL, default https://registry.<domain>), description, write (read-write
+--     token), permanent (default true), rotate (mint a new token, write it, check it, then revoke the
+--     one it replaced).
+--   Steps 5-7: namespace (default: the kubeconfig's) or namespaces = {...}, secret_name (required),
+--     docker_server (the secret's server key; default the registry's host[:port]), docker_username
+--     (default "token"), docker_email, replace_type (a secret of another type is deleted and created
+--     again), service_accounts = { "default", ... } (the secret is added to their imagePullSecrets),
+--     pods = { { template = text, values = {...} } | { name =, image =, container = } ... },
+--     kube (a pullsecret.kube client) or kubeconfig / context.
+--   dry_run: log in and read, but mint nothing and write nothing; result.manifests holds what would
+--     be applied (the token replaced by "<token>").
+--   log: function(line) receiving one redacted line per HTTP request.
+-- Events: on_event{ step = 4, total = 7, name = "registry token", phase = "start"|"done"|"skip"|
+--   "retry"|"fail", detail = "id 637b3d8c…" } — never a secret.
+-- Errors: the step's error with `step`, `step_name` and a message "step N (name): cause"; kinds as the
+-- step's module gives them. A token minted by this run that no secret holds is revoked before the error
+-- is returned; a pod failure leaves the (valid) secret in place and says so.
+local cjson = require "cjson.safe"
+local core = require "pullsecret.core"
+local errors = require "pullsecret.errors"
+
+local run = {}
+
+run.STEPS = { "login", "oauth token", "org guid", "registry token", "describe secrets", "pull secret", "pods" }
+run.TOKEN_PLACEHOLDER = "<token>"
+
+local function short_id(id)
+  if type(id) ~= "string" then return "?" end
+  return #id > 8 and (id:sub(1, 8) .. "…") or id
+end
+
+--- The key a docker config uses for a registry given as a host or URL: host[:port], path kept.
+function run.server_key(registry)
+  if type(registry) ~= "string" then return nil end
+  local scheme, rest = registry:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then rest = registry end
+  rest = rest:gsub("/+$", "")
+  local host, port, path = rest:match("^([^/:]+):(%d+)(.*)$")
+  if host and ((scheme == "https" and port == "443") or (scheme == "http" and port == "80")) then
+    rest = host .. path
+  end
+  return rest
+end
+
+local function registry_url(registry)
+  if registry:find("^%a[%w+.-]*://") then return (registry:gsub("/+$", "")) end
+  return "https://" .. registry:gsub("/+$", "")
+end
+
+-- The token (or password) a dockerconfigjson secret holds for `server`: user, password | nil.
+function run.secret_login(secret, server)
+  if type(secret) ~= "table" or type(secret.data) ~= "table" then return nil end
+  local b64 = secret.data[".dockerconfigjson"]
+  if type(b64) ~= "string" then return nil end
+  local text = core.b64decode(b64)
+  local doc = text and cjson.decode(text)
+  local auths = type(doc) == "table" and doc.auths
+  local entry = type(auths) == "table" and auths[server]
+  if type(entry) ~= "table" then return nil end
+  local user, pass = entry.username, entry.password
+  if type(entry.auth) == "string" then
+    local raw = core.b64decode(entry.auth)
+    if raw then user, pass = raw:match("^([^:]*):(.*)$") end
+  end
+  if type(pass) ~= "string" or pass == "" then return nil end
+  return user, pass
+end
+
+local Run = {}
+Run.__index = Run
+
+function Run:event(step, phase, detail)
+  if self.on_event then
+    local ok, err = pcall(self.on_event, { step = step, total = #run.STEPS, name = run.STEPS[step],
+                                           phase = phase, detail = detail })
+    if not ok then self.event_error = err end
+  end
+end
+
+function Run:fail(step, err)
+  if type(err) ~= "table" then err = errors.new("protocol", tostring(err)) end
+  local e = errors.wrap(err, string.format("step %d (%s)", step, run.STEPS[step]))
+  e.step, e.step_name = step, run.STEPS[step]
+  self:event(step, "fail", err.kind)
+  return e
+end
+
+-- Forwards the HTTP layer's retry events under the current step.
+function Run:http_events()
+  return function(ev)
+    if ev.type == "retry" then
+      self:event(self.step or 0, "retry", string.format("attempt %s in %.1f s (%s)", tostring(ev.attempt),
+        tonumber(ev.delay) or 0, tostring(ev.reason)))
+    end
+    if self.user_http_event then pcall(self.user_http_event, ev) end
+  end
+end
+
+local function check(opts)
+  if type(opts) ~= "table" then error("pullsecret.run: expects an option table", 3) end
+  local function str(field)
+    if opts[field] ~= nil and type(opts[field]) ~= "string" then
+      error("pullsecret.run: option '" .. field .. "' must be a string, got " .. type(opts[field]), 3)
+    end
+  end
+  for _, f in ipairs{ "api", "username", "password", "passcode", "apikey", "org", "org_guid", "registry",
+                      "namespace", "secret_name", "docker_email", "docker_server", "docker_username",
+                      "description", "kubeconfig", "context" } do
+    str(f)
+  end
+  if type(opts.secret_name) ~= "string" or opts.secret_name == "" then
+    return nil, errors.new("input", "secret_name is missing: name the image pull secret to write (--secret-name)",
+      { field = "secret_name" })
+  end
+  if opts.icr then
+    if type(opts.icr) ~= "table" then error("pullsecret.run: option 'icr' must be a table", 3) end
+  elseif not opts.session and not opts.api then
+    return nil, errors.new("input", "api is missing: give the API endpoint api.<domain> of the Dedicated " ..
+      "environment (--api), or use the icr.io API-key path (icr = { region =, apikey = })", { field = "api" })
+  elseif not opts.org and not opts.org_guid and not opts.account then
+    return nil, errors.new("input", "org is missing: name the Cloud Foundry org whose images the token reads (--org)",
+      { field = "org" })
+  end
+  return true
+end
+
+-- Step 1 and 2: a session and its OAuth token.
+function Run:login()
+  local o = self.opts
+  self.step = 1
+  self:event(1, "start", o.session and "existing session" or o.api)
+  local s = o.session
+  if not s then
+    local lo = {}
+    for _, k in ipairs{ "api", "username", "password", "passcode", "apikey", "refresh_token",
+                        "authorization_endpoint", "token_url", "domain", "registry", "ca_file", "ca_pem",
+                        "insecure", "proxy", "retry", "timeout_ms", "grant" } do
+      lo[k] = o[k]
+    end
+    if o.registry then lo.registry = registry_url(o.registry) end
+    lo.log, lo.on_event = o.log, self:http_events()
+    local err
+    s, err = require("pullsecret.login").login(lo)
+    if not s then return nil, self:fail(1, err) end
+    self.owned_session = s
+  end
+  self.session = s
+  self:event(1, "done", tostring(s))
+  self.step = 2
+  self:event(2, "start")
+  local tok, err = s:oauth_token()
+  if not tok then return nil, self:fail(2, err) end
+  self:event(2, "done", (tok:match("^(%S+)") or "?") .. " token")
+  return true
+end
+
+function Run:org()
+  local o = self.opts
+  self.step = 3
+  if o.org_guid or (o.account and not o.org) then
+    self.org_guid = o.org_guid
+    self:event(3, "skip", o.org_guid and ("given: " .. o.org_guid) or "account given")
+    return true
+  end
+  self:event(3, "start", o.org)
+  local guid, err = require("pullsecret.org").guid(self.session, o.org)
+  if not guid then return nil, self:fail(3, err) end
+  self.org_guid = guid
+  self:event(3, "done", guid)
+  return true
+end
+
+function Run:kube_client()
+  local o = self.opts
+  if o.kube then self.kube = o.kube; return true end
+  local k, err = require("pullsecret.kube").new{ kubeconfig = o.kubeconfig, context = o.context,
+    namespace = o.namespace, log = o.log, on_event = self:http_events(), retry = o.retry }
+  if not k then return nil, err end
+  self.kube, self.owned_kube = k, k
+  return true
+end
+
+-- The existing secret in every target namespace: { [ns] = obj | false }.
+function Run:read_secrets()
+  self.existing = {}
+  for _, ns in ipairs(self.namespaces) do
+    local obj, err = self.kube:get{ api_version = "v1", kind = "Secret", namespace = ns, name = self.opts.secret_name }
+    if not obj then
+      if err.code ~= 404 then return nil, err end
+      obj = false
+    end
+    self.existing[ns] = obj
+  end
+  return true
+end
+
+-- Step 4: reuse the token a secret already holds when the registry still lists it as valid.
+function Run:registry_token()
+  local o = self.opts
+  self.step = 4
+  local registry = require "pullsecret.registry"
+  local url = o.registry and registry_url(o.registry) or self.session.registry
+  if not url then
+    return nil, self:fail(4, errors.new("input", "the registry is unknown: give it (--registry registry.<domain>)",
+      { field = "registry" }))
+  end
+  self.server = o.docker_server or run.server_key(url)
+  self:event(4, "start", self.server)
+  local reg, err = registry.new{ session = self.session, url = url, org_guid = self.org_guid, account = o.account }
+  if not reg then return nil, self:fail(4, err) end
+  self.reg = reg
+  local ok
+  ok, err = self:read_secrets()
+  if not ok then return nil, self:fail(4, err) end
+  -- Tokens the secrets hold now.
+  local held, held_ids = {}, {}
+  for _, ns in ipairs(self.namespaces) do
+    local user, tok = run.secret_login(self.existing[ns], self.server)
+    if tok and user == (o.docker_username or "token") then
+      local info = registry.token_info(tok)
+      if info and not held_ids[info.id] then
+        held_ids[info.id] = true
+        held[#held + 1] = { token = tok, id = info.id }
+      end
+    end
+  end
+  local valid
+  if #held > 0 then
+    local list
+    list, err = reg:list()
+    if not list then return nil, self:fail(4, err) end
+    local live = {}
+    local now = os.time()
+    for _, t in ipairs(list) do
+      if not t.revoked and (t.expires == nil or t.expires > now + 3600) then live[t.id] = t end
+    end
+    for _, h in ipairs(held) do
+      if live[h.id] and (live[h.id].readonly == not o.write) then valid = h; break end
+    end
+  end
+  self.replaced = held
+  if valid and not o.rotate then
+    self.token, self.token_id, self.token_state = valid.token, valid.id, "reused"
+    self:event(4, "done", "reused (id " .. short_id(valid.id) .. ")")
+    return true
+  end
+  if o.dry_run then
+    self.token, self.token_id = run.TOKEN_PLACEHOLDER, nil
+    self.token_state = #held > 0 and "rotated" or "new"
+    self:event(4, "skip", "dry run: no token minted")
+    return true
+  end
+  local t
+  t, err = reg:create{ permanent = o.permanent ~= false, write = o.write and true or false,
+                       description = o.description }
+  if not t then return nil, self:fail(4, err) end
+  self.token, self.token_id, self.minted = t.token, t.id, t.id
+  self.token_state = (#held > 0) and "rotated" or "new"
+  self:event(4, "done", self.token_state .. " (id " .. short_id(t.id) .. ")")
+  return true
+end
+
+-- The modern path: no login, no token minting.
+function Run:icr()
+  local o = self.opts
+  local c, err = require("pullsecret.icr").credentials(o.icr)
+  if not c then return nil, self:fail(1, err) end
+  for step = 1, 3 do self:event(step, "skip", "icr.io API-key path") end
+  self.step = 4
+  self.server = o.docker_server or c.server
+  self.token, self.username, self.token_state = c.password, c.username, "apikey"
+  self:event(4, "skip", "user iamapikey for " .. c.server)
+  local ok
+  ok, err = self:read_secrets()
+  if not ok then return nil, self:fail(4, err) end
+  return true
+end
+
+function Run:describe()
+  self.step = 5
+  for _, ns in ipairs(self.namespaces) do
+    self:event(5, "start", ns)
+    local list, err = self.kube:describe_secrets(ns)
+    if not list then return nil, self:fail(5, err) end
+    self.described[ns] = list
+    self:event(5, "done", string.format("%s: %d secret%s", ns, #list, #list == 1 and "" or "s"))
+  end
+  return true
+end
+
+local function same_secret(a, b)
+  if not a or not b then return false end
+  if a.type ~= b.type then return false end
+  local da, db = a.data or {}, b.data or {}
+  for k, v in pairs(da) do if db[k] ~= v then return false end end
+  for k, v in pairs(db) do if da[k] ~= v then return false end end
+  return true
+end
+
+-- Reads the secret back and checks it holds our login.
+function Run:verify(ns)
+  local obj, err = self.kube:get{ api_version = "v1", kind = "Secret", namespace = ns, name = self.opts.secret_name }
+  if not obj then return nil, err end
+  local user, pass = run.secret_login(obj, self.server)
+  if user ~= self.username or pass ~= self.token then
+    return nil, errors.new("protocol", string.format('secret "%s" in namespace "%s" does not hold the %s login for %s '
+      .. "after writing it: something else changed it", self.opts.secret_name, ns, self.username, self.server))
+  end
+  return true
+end
+
+function Run:write_secrets()
+  local o = self.opts
+  local manifest = require "pullsecret.manifest"
+  self.step = 6
+  for _, ns in ipairs(self.namespaces) do
+    self:event(6, "start", ns .. "/" .. o.secret_name)
+    local secret, text = manifest.pull_secret{ name = o.secret_name, namespace = ns, server = self.server,
+      username = self.username, password = self.token, email = o.docker_email }
+    if not secret then return nil, self:fail(6, text) end
+    local action
+    if same_secret(self.existing[ns], secret) then
+      action = "unchanged"
+    elseif o.dry_run then
+      action = self.existing[ns] and "would update" or "would create"
+    else
+      local r, err = self.kube:upsert_secret(secret, { replace_type = o.replace_type })
+      if not r then return nil, self:fail(6, err) end
+      action = r.action
+      local ok
+      ok, err = self:verify(ns)
+      if not ok then return nil, self:fail(6, err) end
+      self.written = true
+    end
+    if o.dry_run then self.manifests[#self.manifests + 1] = secret end
+    self.secrets[#self.secrets + 1] = { namespace = ns, action = action }
+    self:event(6, "done", ns .. "/" .. o.secret_name .. " " .. action)
+    for _, sa in ipairs(o.service_accounts or {}) do
+      if o.dry_run then
+        self:event(6, "skip", "dry run: service account " .. ns .. "/" .. sa .. " not patched")
+      else
+        local r, err = self.kube:add_pull_secret(ns, sa, o.secret_name)
+        if not r then return nil, self:fail(6, err) end
+        self.service_accounts[#self.service_accounts + 1] = { namespace = ns, name = sa, action = r.action }
+        self:event(6, "done", "service account " .. ns .. "/" .. sa .. " " .. r.action)
+      end
+    end
+  end
+  return true
+end
+
+-- The values every template may use without the caller naming them.
+function Run:template_values(template, values, ns)
+  local v = {}
+  for k, x in pairs(values or {}) do v[k] = x end
+  local function default(name, value)
+    if v[name] == nil and value ~= nil and template:find("<" .. name .. ">", 1, true) then v[name] = value end
+  end
+  default("secret_name", self.opts.secret_name)
+  default("kubernetes_namespace", ns)
+  default("dedicated_domain", self.session and self.session.domain)
+  default("registry_url", self.server)
+  default("docker_email", self.opts.docker_email)
+  return v
+end
+
+function Run:pods()
+  local o = self.opts
+  local manifest = require "pullsecret.manifest"
+  self.step = 7
+  if not o.pods or #o.pods == 0 then
+    self:event(7, "skip", "no pod template")
+    return true
+  end
+  for _, ns in ipairs(self.namespaces) do
+    for i, p in ipairs(o.pods) do
+      local obj, err
+      if p.template then
+        obj, err = manifest.render(p.template, self:template_values(p.template, p.values, ns))
+      else
+        obj, err = manifest.pod{ name = p.name, namespace = ns, container = p.container, image = p.image,
+                                 pull_secrets = p.pull_secrets or { o.secret_name } }
+      end
+      if not obj then return nil, self:fail(7, errors.wrap(err, "pod " .. i)) end
+      obj.metadata = obj.metadata or {}
+      obj.metadata.namespace = obj.metadata.namespace or ns
+      local name = tostring(obj.metadata.name)
+      self:event(7, "start", (obj.kind or "object") .. " " .. obj.metadata.namespace .. "/" .. name)
+      local action = "would apply"
+      if o.dry_run then
+        self.manifests[#self.manifests + 1] = obj
+      else
+        local applied, code = self.kube:apply(obj)
+        if not applied then
+          local e = self:fail(7, code)
+          if self.written or self.token_state == "reused" then
+            e.message = e.message .. string.format(' (the pull secret "%s" was written and is valid)', o.secret_name)
+          end
+          return nil, e
+        end
+        action = code == 201 and "created" or "applied"
+        obj = applied
+      end
+      self.applied[#self.applied + 1] = { kind = obj.kind, namespace = obj.metadata.namespace, name = name,
+                                          action = action, object = obj }
+      self:event(7, "done", (obj.kind or "object") .. " " .. obj.metadata.namespace .. "/" .. name .. " " .. action)
+    end
+  end
+  return true
+end
+
+-- Revokes what must go: the replaced tokens after a rotation, or our own token after a failure.
+function Run:revoke(ids, why)
+  local failed = {}
+  for _, id in ipairs(ids) do
+    local ok, err = self.reg:revoke(id)
+    if not ok and err.status ~= 404 then failed[#failed + 1] = { id = id, err = err } end
+    self:event(4, ok and "done" or "fail", why .. " token " .. short_id(id) .. (ok and " revoked" or " not revoked"))
+  end
+  return failed
+end
+
+function Run:cleanup()
+  if self.owned_kube then self.owned_kube:close() end
+  if self.owned_session then self.owned_session:close() end
+end
+
+function Run:result()
+  return {
+    namespace = self.namespaces[1], namespaces = self.namespaces, secret_name = self.opts.secret_name,
+    registry = self.server, token_id = self.token_id, token = self.token_state, username = self.username,
+    secrets = self.secrets, service_accounts = self.service_accounts, pods = self.applied,
+    described = self.described, dry_run = self.opts.dry_run or false,
+    manifests = self.opts.dry_run and self.manifests or nil, revoked = self.revoked,
+  }
+end
+
+function Run:go()
+  local o = self.opts
+  local ok, err = self:kube_client()
+  if not ok then return nil, self:fail(5, err) end
+  self.namespaces = o.namespaces or { o.namespace or self.kube.namespace or "default" }
+  if o.icr then
+    ok, err = self:icr()
+    if not ok then return nil, err end
+  else
+    self.username = o.docker_username or "token"
+    ok, err = self:login()
+    if ok then ok, err = self:org() end
+    if ok then ok, err = self:registry_token() end
+    if not ok then return nil, err end
+  end
+  ok, err = self:describe()
+  if ok then ok, err = self:write_secrets() end
+  if not ok then
+    -- No orphans: a token this run minted that no secret holds is revoked now.
+    if self.minted and not self.written then
+      local failed = self:revoke({ self.minted }, "unused")
+      if #failed > 0 then
+        err.message = err.message .. string.format(" (and the token %s minted by this run could not be revoked: "
+          .. "revoke it with `pullsecret token rm %s`)", short_id(self.minted), self.minted)
+        err.orphan = self.minted
+      else
+        err.revoked = self.minted
+      end
+    end
+    return nil, err
+  end
+  if self.minted and self.token_state == "rotated" then
+    local ids = {}
+    for _, h in ipairs(self.replaced) do if h.id ~= self.minted then ids[#ids + 1] = h.id end end
+    local failed = self:revoke(ids, "replaced")
+    self.revoked = ids
+    if #failed > 0 then
+      return nil, self:fail(4, errors.wrap(failed[1].err, "the new token is in place but the replaced token "
+        .. failed[1].id .. " could not be revoked"))
+    end
+  end
+  ok, err = self:pods()
+  if not ok then return nil, err end
+  return self:result()
+end
+
+--- Runs the procedure: result | nil, err. See the module header.
+function run.run(opts, on_event)
+  local ok, err = check(opts)
+  if not ok then return nil, err end
+  if on_event ~= nil and type(on_event) ~= "function" then error("pullsecret.run: on_event must be a function", 2) end
+  local self = setmetatable({ opts = opts, on_event = on_event, user_http_event = opts.on_event, described = {},
+                              secrets = {}, service_accounts = {}, applied = {}, manifests = {} }, Run)
+  local res
+  ok, res, err = pcall(Run.go, self)
+  self:cleanup()
+  if not ok then error(res, 0) end
+  return res, err
+end
+
+return setmetatable(run, { __call = function(_, ...) return run.run(...) end })
