@@ -150,6 +150,15 @@ describe("simulated Kubernetes API (direct)", function()
       assert.matches("field is immutable when `immutable` is set", st.message, 1, true)
     end)
 
+    it("starts with the configured namespaces and objects, counting no writes", function()
+      svc = K.new({ namespaces = { "default", "apps" }, objects = {
+        { apiVersion = "v1", kind = "Secret", metadata = { name = "seeded", namespace = "apps" }, data = {} } } })
+      assert.equal(200, (call("GET", "/api/v1/namespaces/apps/secrets/seeded")))
+      assert.equal(200, (call("GET", "/api/v1/namespaces/apps/serviceaccounts/default")))
+      assert.equal(404, (call("GET", "/api/v1/namespaces/kube-system")))
+      assert.equal(0, svc:state().writes)
+    end)
+
     it("turns stringData into data", function()
       local _, s = call("POST", SECRETS, { metadata = { name = "sd" }, stringData = { user = "me" } })
       assert.equal(b64("me"), s.data.user)

@@ -376,7 +376,7 @@ function Run:template_values(template, values, ns)
   end
   default("secret_name", self.opts.secret_name)
   default("kubernetes_namespace", ns)
-  default("dedicated_domain", self.session and self.session.domain)
+  default("dedicated_domain", self.session and self.session.domain or (self.server or ""):match("^registry%.(.+)$"))
   default("registry_url", self.server)
   default("docker_email", self.opts.docker_email)
   return v

@@ -15,7 +15,7 @@
 --       require("pullsecret.sim." .. name).new(service_config, shared, config)
 --       service_config is config.services[name] (`true` becomes {}); shared is one table for all
 --       services, holding shared.urls (every listener's base URL, set before new() is called),
---       shared.dir and shared.ca_file; config is the whole config table.
+--       shared.dir, shared.ca_file and shared.config (the whole config table, also passed as `config`).
 --   tls = true             -- every service listener speaks TLS with the sim's CA (false: plain HTTP)
 --   client_ca = false      -- client certificates verified against the sim CA:
 --       "optional" or true: on the kube listener, a certificate is asked for but not required;
@@ -132,6 +132,7 @@ function main.build(config)
     sim.shared.urls = sim.urls
     sim.shared.dir = dir
     sim.shared.ca_file = files.ca_crt
+    sim.shared.config = config
     for _, name in ipairs(names) do
       local svc_config = config.services[name]
       if svc_config == true then svc_config = {} end
