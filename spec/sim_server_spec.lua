@@ -240,6 +240,19 @@ describe("sim server over TLS", function()
     assert.are.equal(60, code)   -- CURLE_PEER_FAILED_VERIFICATION
   end)
 
+  it("is not stalled by a client that never starts its TLS handshake", function()
+    local host, port = s.urls.echo:match("^https://([^:/]+):(%d+)")
+    local idle = assert(socket.tcp())
+    idle:settimeout(5)
+    assert(idle:connect(host, tonumber(port)))
+    local t0 = socket.gettime()
+    local body, code = curl("--cacert " .. sh_quote(s.ca_file) .. " " .. s.urls.echo .. "/while-idle")
+    idle:close()
+    assert.are.equal(0, code)
+    assert.are.equal("/while-idle", util.decode(body).path)
+    assert.is_true(socket.gettime() - t0 < 2)
+  end)
+
   it("keeps one TLS connection alive for N sequential curl requests", function()
     local urls = {}
     for i = 1, 4 do urls[i] = s.urls.echo .. "/k/" .. i end
@@ -357,6 +370,22 @@ describe("sim child process", function()
       assert.is_false(s:alive())
       s:stop()
       assert.has_error(function() s:stats() end)
+    end)
+    s:stop()
+    assert(ok, err)
+  end)
+
+  it("stops cleanly when the child was already killed", function()
+    local s = sim.start{ services = { echo = true } }
+    local ok, err = pcall(function()
+      os.execute("kill -KILL " .. s.pid)
+      local deadline = socket.gettime() + 3
+      while s:alive() and socket.gettime() < deadline do socket.sleep(0.02) end
+      assert.is_false(s:alive())
+      assert.is_true(exists(s.dir .. "/ca.crt"))   -- killed: it could not clean up
+      s:stop()
+      assert.is_true(proc_gone(s.pid))
+      assert.is_false(exists(s.dir .. "/ca.crt"))
     end)
     s:stop()
     assert(ok, err)

@@ -247,7 +247,8 @@ function sim.start(config, opts)
   local function cleanup() for _, p in ipairs(tmp) do os.remove(p) end end
   local ok, werr = write_file(cfg_path, "return " .. literal(config, 0, {}) .. "\n", "600")
   if not ok then cleanup() error("sim.start: cannot write the config file: " .. tostring(werr), 2) end
-  local code = string.format("require('pullsecret.sim.main').child(%q, %d)", cfg_path, my_pid or 0)
+  local code = string.format("require('pullsecret.sim.main').child(%q, %d, { %q, %q })",
+    cfg_path, my_pid or 0, out_path, err_path)
   local cmd = "echo $$; LUA_PATH=" .. q(package.path) .. " LUA_CPATH=" .. q(package.cpath) ..
     " exec " .. q(interpreter()) .. " -e " .. q(code) .. " </dev/null >" .. q(out_path) .. " 2>" .. q(err_path)
   local pipe = io.popen(cmd, "r")

@@ -1,7 +1,7 @@
 --- The simulator process: builds the listeners and services of a config and serves them.
 --
 -- Used by `pullsecret.sim` in two ways:
---   main.child(config_path, parent_pid)  -- the child process's entry point (see sim.start):
+--   main.child(config_path, parent_pid [, files])  -- the child process's entry point (see sim.start):
 --       loads the config file (a Lua chunk returning the config table; the file is removed once read),
 --       prints ONE JSON line on stdout when ready:
 --         {"pid":P,"urls":{"echo":"https://127.0.0.1:N",...},"admin":"http://127.0.0.1:M","dir":"/tmp/..."}
@@ -165,7 +165,9 @@ end
 main.read_stat = read_stat
 
 --- The child process's entry point (never returns: exits the process).
-function main.child(config_path, parent_pid)
+-- `files` (optional): the child's stdout/stderr files, removed when it exits because its parent died
+-- (nobody is left to read or remove them).
+function main.child(config_path, parent_pid, files)
   local chunk, lerr = loadfile(config_path, "t", {})
   os.remove(config_path)
   if not chunk then
@@ -205,6 +207,9 @@ function main.child(config_path, parent_pid)
   if not run_ok then io.stderr:write("pullsecret sim: ", tostring(run_err), "\n") end
   if why ~= "shutdown" then io.stderr:write("pullsecret sim: stopping: ", why, "\n") end
   sim.close()
+  if why == "parent exited" and type(files) == "table" then
+    for _, f in ipairs(files) do os.remove(f) end
+  end
   os.exit(run_ok and 0 or 1)
 end
 
