@@ -1,0 +1,223 @@
+-- pullsecret.run: the seven steps end to end against the simulator over TLS.
+local sim = require "pullsecret.sim"
+local manifest = require "pullsecret.manifest"
+local core = require "pullsecret.core"
+local cjson = require "cjson.safe"
+
+local PASSWORD = "demo-password"
+
+local function writes(stats, listener)
+  local n = 0
+  for _, l in ipairs(stats.log or {}) do
+    if (listener == nil or l.listener == listener) and l.method ~= "GET" and l.method ~= "HEAD" then n = n + 1 end
+  end
+  return n
+end
+
+local function live_tokens(s)
+  local out = {}
+  for _, t in ipairs(s:state("registry").tokens) do
+    if not t.revoked then out[#out + 1] = t end
+  end
+  return out
+end
+
+local function secret_token(s, ns, name, server)
+  local obj = s:state("kube").objects.secrets[ns .. "/" .. name]
+  if not obj then return nil end
+  local doc = cjson.decode(core.b64decode(obj.data[".dockerconfigjson"]))
+  local entry = doc.auths[server]
+  return entry and entry.password, entry and entry.username
+end
+
+describe("pullsecret.run", function()
+  local s
+  local events
+
+  local function opts(extra)
+    local o = { api = s.urls.api, username = "demo@example.com", password = PASSWORD, org = "demo-org",
+      registry = s.urls.registry, docker_server = "registry.sim.example", ca_file = s.ca_file, kubeconfig = s.kubeconfig, namespace = "default",
+      secret_name = "regtok", docker_email = "a@b.c",
+      pods = { { template = manifest.SEED_POD_TEMPLATE, values = { pod_name = "web", container_name = "app",
+        my_namespace = "team", my_image = "api", tag = "1.2" } } },
+      retry = { attempts = 2, base_ms = 10, max_ms = 20, max_seconds = 2 } }
+    for k, v in pairs(extra or {}) do
+      if v == false then o[k] = nil else o[k] = v end
+    end
+    return o
+  end
+
+  local function go(extra)
+    events = {}
+    return require("pullsecret").run(opts(extra), function(ev) events[#events + 1] = ev end)
+  end
+
+  before_each(function()
+    s = sim.start{ services = { api = true, login = true, iam = true, registry = true, kube = {} } }
+  end)
+  after_each(function() s:stop() end)
+
+  it("first run mints one token, creates the secret and the pod; a second run mints and writes nothing", function()
+    local r, err = go()
+    assert.is_nil(err)
+    assert.equal("new", r.token)
+    assert.equal("default", r.namespace)
+    local server = r.registry
+    assert.equal("registry.sim.example", server)
+    local live = live_tokens(s)
+    assert.equal(1, #live)
+    assert.equal(live[1]._id, r.token_id)
+    local tok, user = secret_token(s, "default", "regtok", server)
+    assert.equal("token", user)
+    assert.equal(live[1].token, tok)
+    assert.equal("permanent=true", s:state("registry").requests[1].query)
+    local pod = s:state("kube").objects.pods["default/web"]
+    assert.equal("regtok", pod.spec.imagePullSecrets[1].name)
+    assert.equal("registry.sim.example/team/api:1.2", pod.spec.containers[1].image)
+    assert.equal(1, #r.pods)
+    -- one event per step start/finish, in order
+    local seen = {}
+    for _, ev in ipairs(events) do seen[#seen + 1] = ev.step .. ev.phase end
+    assert.same({ "1start", "1done", "2start", "2done", "3start", "3done", "4start", "4done", "5start", "5done",
+                  "6start", "6done", "7start", "7done" }, seen)
+    assert.equal(7, events[1].total)
+
+    s:reset_stats()
+    local r2, err2 = go()
+    assert.is_nil(err2)
+    assert.equal("reused", r2.token)
+    assert.equal(r.token_id, r2.token_id)
+    local st = s:stats()
+    assert.equal(0, writes(st, "registry"))
+    assert.equal(1, writes(st, "login"))          -- the token grant itself (a POST), nothing else
+    assert.equal(1, writes(st, "kube"))           -- the pod's server-side apply only
+    assert.equal(1, #live_tokens(s))
+    assert.equal("unchanged", r2.secrets[1].action)
+  end)
+
+  it("a re-run without pods writes nothing to Kubernetes or the registry", function()
+    assert(go{ pods = false })
+    s:reset_stats()
+    local r = assert(go{ pods = false })
+    assert.equal("reused", r.token)
+    local st = s:stats()
+    assert.equal(0, writes(st, "kube"))
+    assert.equal(0, writes(st, "registry"))
+  end)
+
+  it("rotate leaves exactly one live token, the new one, in the secret", function()
+    local r1 = assert(go{ pods = false })
+    local r2 = assert(go{ pods = false, rotate = true })
+    assert.equal("rotated", r2.token)
+    assert.not_equal(r1.token_id, r2.token_id)
+    local live = live_tokens(s)
+    assert.equal(1, #live)
+    assert.equal(r2.token_id, live[1]._id)
+    assert.equal(live[1].token, (secret_token(s, "default", "regtok", r2.registry)))
+    assert.same({ r1.token_id }, r2.revoked)
+  end)
+
+  it("dry_run logs in and reads but makes no write request and mints no token", function()
+    local r = assert(go{ dry_run = true })
+    local st = s:stats()
+    assert.equal(0, writes(st, "kube"))
+    assert.equal(0, writes(st, "registry"))
+    assert.equal(0, #live_tokens(s))
+    assert.is_true(r.dry_run)
+    assert.equal(2, #r.manifests)
+    assert.equal("Secret", r.manifests[1].kind)
+    local doc = cjson.decode(core.b64decode(r.manifests[1].data[".dockerconfigjson"]))
+    assert.equal("<token>", doc.auths["registry.sim.example"].password)
+    assert.equal("Pod", r.manifests[2].kind)
+  end)
+
+  it("a failure to write the secret revokes the token it minted, and a re-run converges", function()
+    s:fault{ listener = "kube", method = "PATCH", path = "/api/v1/namespaces/default/secrets/regtok", status = 500 }
+    local r, err = go()
+    assert.is_nil(r)
+    assert.equal(6, err.step)
+    assert.matches("^step 6 %(pull secret%): ", err.message)
+    assert.equal(0, #live_tokens(s))              -- minted, then revoked: no orphan
+    assert.equal(1, #s:state("registry").tokens)
+    s:clear_faults()
+    local r2 = assert(go())
+    assert.equal("new", r2.token)
+    assert.equal(1, #live_tokens(s))
+  end)
+
+  it("a fault at each step names that step; a re-run after each converges", function()
+    local faults = {   -- step 4 first: later runs reuse the token and never POST again
+      { step = 4, f = { listener = "registry", method = "POST", path = "/api/v1/tokens", status = 500 } },
+      { step = 1, f = { listener = "login", path = "/.*oauth/token", status = 500 } },
+      { step = 3, f = { listener = "api", path = "/v2/organizations", status = 500 } },
+      { step = 5, f = { listener = "kube", path = "/api/v1/namespaces/default/secrets", status = 500 } },
+      { step = 7, f = { listener = "kube", method = "PATCH", path = "/api/v1/namespaces/default/pods/web",
+                        status = 500 } },
+    }
+    for _, case in ipairs(faults) do
+      s:fault(case.f)
+      local r, err = go()
+      assert.is_nil(r, "step " .. case.step)
+      assert.equal(case.step, err.step)
+      assert.matches("^step " .. case.step .. " %(", err.message)
+      if case.step == 7 then
+        assert.matches('the pull secret "regtok" was written and is valid', err.message, 1, true)
+      end
+      s:clear_faults()
+      local ok, err2 = go()
+      assert.is_nil(err2)
+      assert.truthy(ok)
+      assert.equal(1, #live_tokens(s))
+    end
+  end)
+
+  it("wrong password fails at step 1 with the service's advice and no secret in the message", function()
+    local r, err = go{ password = "not-the-password" }
+    assert.is_nil(r)
+    assert.equal(1, err.step)
+    assert.equal("auth", err.kind)
+    assert.matches("check the user name and password", err.message)
+    assert.falsy(err.message:find("not-the-password", 1, true))
+  end)
+
+  it("fans out to several namespaces and service accounts with one token", function()
+    local k = assert(require("pullsecret.kube").new{ kubeconfig = s.kubeconfig })
+    for _, ns in ipairs{ "team-a", "team-b" } do
+      assert(k:create{ apiVersion = "v1", kind = "Namespace", metadata = { name = ns } })
+    end
+    k:close()
+    local r = assert(go{ namespaces = { "team-a", "team-b" }, service_accounts = { "default" }, pods = false })
+    assert.equal(2, #r.secrets)
+    local t1 = secret_token(s, "team-a", "regtok", r.registry)
+    local t2 = secret_token(s, "team-b", "regtok", r.registry)
+    assert.equal(t1, t2)
+    assert.equal(1, #live_tokens(s))
+    local sa = s:state("kube").objects.serviceaccounts["team-b/default"]
+    assert.equal("regtok", sa.imagePullSecrets[1].name)
+  end)
+
+  it("the icr.io path writes an iamapikey secret for the region and mints nothing", function()
+    local r = assert(go{ api = false, docker_server = false, icr = { region = "uk", apikey = "sim-icr-key-123" },
+      pods = false })
+    assert.equal("uk.icr.io", r.registry)
+    local pass, user = secret_token(s, "default", "regtok", "uk.icr.io")
+    assert.equal("iamapikey", user)
+    assert.equal("sim-icr-key-123", pass)
+    assert.equal(0, #s:state("registry").tokens)
+    s:reset_stats()
+    r = assert(go{ api = false, docker_server = false, icr = { region = "uk", apikey = "sim-icr-key-123" },
+      pods = false })
+    assert.equal(0, writes(s:stats(), "kube"))
+    assert.equal("unchanged", r.secrets[1].action)
+  end)
+
+  it("missing secret_name or api are input errors naming the option", function()
+    local r, err = require("pullsecret").run{ api = "api.example.com", org = "o" }
+    assert.is_nil(r)
+    assert.equal("input", err.kind)
+    assert.equal("secret_name", err.field)
+    r, err = require("pullsecret").run{ secret_name = "x" }
+    assert.is_nil(r)
+    assert.equal("api", err.field)
+  end)
+end)
