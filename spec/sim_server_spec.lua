@@ -421,6 +421,20 @@ describe("sim child process", function()
     assert.is_false(exists(dir .. "/ca.crt"))
   end)
 
+  it("stops the child of a handle its program dropped, when that program ends", function()
+    local code = "local s = require('pullsecret.sim').start{ services = { echo = true } } " ..
+                 "io.write(s.pid, ' ', s.dir, '\\n')"
+    local t0 = socket.gettime()
+    local p = io.popen("LUA_PATH=" .. sh_quote(package.path) .. " LUA_CPATH=" .. sh_quote(package.cpath) ..
+                       " timeout 30 lua5.4 -e " .. sh_quote(code))
+    local line = p:read("l")
+    p:close()
+    assert.is_true(socket.gettime() - t0 < 5)
+    local pid, dir = line:match("^(%d+) (%S+)$")
+    assert.is_true(proc_gone(pid))
+    assert.is_false(exists(dir .. "/ca.crt"))
+  end)
+
   it("raises with the child's stderr when it cannot start", function()
     local ok, err = pcall(sim.start, { services = { no_such_service = true } })
     assert.is_false(ok)

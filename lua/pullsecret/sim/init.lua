@@ -32,6 +32,10 @@ local Sim = {}
 Sim.__index = Sim
 Sim.__name = "pullsecret.sim"
 Sim.__close = function(self) self:stop() end
+-- A dropped handle must not leave its child running: the popen handle's own finalizer would
+-- wait for the child (for up to max_seconds). Finalizers run in reverse order of creation, so
+-- this one runs before the pipe's.
+Sim.__gc = nil
 Sim.__tostring = function(self) return "pullsecret.sim (pid " .. tostring(self.pid) .. ")" end
 
 local q = certs.shell_quote
