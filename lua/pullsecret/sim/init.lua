@@ -35,7 +35,7 @@ Sim.__close = function(self) self:stop() end
 -- A dropped handle must not leave its child running: the popen handle's own finalizer would
 -- wait for the child (for up to max_seconds). Finalizers run in reverse order of creation, so
 -- this one runs before the pipe's.
-Sim.__gc = nil
+Sim.__gc = function(self) if not self.stopped then pcall(self.stop, self) end end
 Sim.__tostring = function(self) return "pullsecret.sim (pid " .. tostring(self.pid) .. ")" end
 
 local q = certs.shell_quote
