@@ -467,3 +467,25 @@ describe("sim util", function()
     assert.are.equal("hi?", util.unb64("aGk_"))
   end)
 end)
+
+describe("sim server with client certificates asked for", function()
+  it("serves many new TLS connections from one client (no failed session resumption)", function()
+    local core = require "pullsecret.core"
+    local s = require("pullsecret.sim").start{ services = { echo = {} }, client_ca = { echo = "optional" } }
+    local c = core.client{ ca_file = s.ca_file }
+    local ok, err = pcall(function()
+      for _ = 1, 3 do
+        local reqs = {}
+        for i = 1, 6 do reqs[i] = { url = s.urls.echo .. "/status/200" } end
+        local res = c:batch(reqs, { concurrency = 6 })
+        for i = 1, 6 do
+          assert.is_nil(res[i].error and res[i].error.message)
+          assert.equal(200, res[i].status)
+        end
+      end
+    end)
+    c:close()
+    s:stop()
+    assert(ok, err)
+  end)
+end)

@@ -508,7 +508,8 @@ end
 function Server:_serve(conn)
   local l = conn.l
   if l.ctx then
-    local wrapped, err = ssl.wrap(conn.sock, l.ctx)
+    local ctx = l.new_ctx and l.new_ctx() or l.ctx
+    local wrapped, err = ssl.wrap(conn.sock, ctx)
     if not wrapped then return nil, err end
     conn.sock = wrapped
     wrapped:settimeout(0)
@@ -700,6 +701,12 @@ function Server:listen(opts)
     local ctx, cerr = ssl.newcontext(params)
     if not ctx then sock:close() return nil, "TLS context: " .. tostring(cerr) end
     l.ctx = ctx
+    if t.client_cert then
+      -- LuaSec cannot set a session-id context, and OpenSSL refuses to resume a session on a
+      -- context that verifies peers without one ("tlsv1 alert internal error"). A fresh context
+      -- per connection has its own ticket key and session cache, so clients never resume here.
+      l.new_ctx = function() return ssl.newcontext(params) end
+    end
     l.url = "https://" .. hostpart .. ":" .. port
   else
     l.url = "http://" .. hostpart .. ":" .. port
