@@ -36,7 +36,8 @@ describe("pullsecret.run", function()
 
   local function opts(extra)
     local o = { api = s.urls.api, username = "demo@example.com", password = PASSWORD, org = "demo-org",
-      registry = s.urls.registry, docker_server = "registry.sim.example", ca_file = s.ca_file, kubeconfig = s.kubeconfig, namespace = "default",
+      registry = s.urls.registry, docker_server = "registry.sim.example", ca_file = s.ca_file,
+      kubeconfig = s.kubeconfig, namespace = "default",
       secret_name = "regtok", docker_email = "a@b.c",
       pods = { { template = manifest.SEED_POD_TEMPLATE, values = { pod_name = "web", container_name = "app",
         my_namespace = "team", my_image = "api", tag = "1.2" } } },
