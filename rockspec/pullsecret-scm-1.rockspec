@@ -41,6 +41,7 @@ build = {
         libdirs = { "$(CURL_LIBDIR)" },
       },
       ["pullsecret"] = "lua/pullsecret/init.lua",
+      ["pullsecret.cli"] = "lua/pullsecret/cli.lua",
       ["pullsecret.errors"] = "lua/pullsecret/errors.lua",
       ["pullsecret.http"] = "lua/pullsecret/http.lua",
       ["pullsecret.ibmerr"] = "lua/pullsecret/ibmerr.lua",
