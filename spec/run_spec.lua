@@ -91,9 +91,33 @@ describe("pullsecret.run", function()
     local st = s:stats()
     assert.equal(0, writes(st, "registry"))
     assert.equal(1, writes(st, "login"))          -- the token grant itself (a POST), nothing else
-    assert.equal(1, writes(st, "kube"))           -- the pod's server-side apply only
+    assert.equal(0, writes(st, "kube"))           -- the secret and the pod are already as wanted
     assert.equal(1, #live_tokens(s))
     assert.equal("unchanged", r2.secrets[1].action)
+    assert.equal("unchanged", r2.pods[1].action)
+  end)
+
+  it("checks pod templates before step 1: a missing value mints nothing", function()
+    local r, err = go{ pods = { { template = manifest.SEED_POD_TEMPLATE, values = { pod_name = "web" } } } }
+    assert.is_nil(r)
+    assert.equal(7, err.step)
+    assert.equal("input", err.kind)
+    assert.matches("<container_name>", err.message, 1, true)
+    assert.equal(0, #s:state("registry").tokens)
+    assert.equal(0, s:stats().requests.login or 0)
+  end)
+
+  it("dry-run manifests never hold the secret, also when a token is reused or on the icr path", function()
+    assert(go{ pods = false })
+    local r = assert(go{ pods = false, dry_run = true })
+    assert.equal("reused", r.token)
+    local doc = cjson.decode(core.b64decode(r.manifests[1].data[".dockerconfigjson"]))
+    assert.equal("<token>", doc.auths["registry.sim.example"].password)
+    r = assert(go{ api = false, docker_server = false, pods = false, dry_run = true,
+                   icr = { region = "de", apikey = "sim-icr-key-456" } })
+    local text = core.b64decode(r.manifests[1].data[".dockerconfigjson"])
+    assert.falsy(text:find("sim-icr-key-456", 1, true))
+    assert.equal("<token>", cjson.decode(text).auths["de.icr.io"].password)
   end)
 
   it("a re-run without pods writes nothing to Kubernetes or the registry", function()
@@ -152,8 +176,7 @@ describe("pullsecret.run", function()
       { step = 1, f = { listener = "login", path = "/.*oauth/token", status = 500 } },
       { step = 3, f = { listener = "api", path = "/v2/organizations", status = 500 } },
       { step = 5, f = { listener = "kube", path = "/api/v1/namespaces/default/secrets", status = 500 } },
-      { step = 7, f = { listener = "kube", method = "PATCH", path = "/api/v1/namespaces/default/pods/web",
-                        status = 500 } },
+      { step = 7, f = { listener = "kube", path = "/api/v1/namespaces/default/pods/web", status = 500 } },
     }
     for _, case in ipairs(faults) do
       s:fault(case.f)

@@ -350,7 +350,12 @@ function Run:write_secrets()
       if not ok then return nil, self:fail(6, err) end
       self.written = true
     end
-    if o.dry_run then self.manifests[#self.manifests + 1] = secret end
+    if o.dry_run then
+      -- what would be applied, with the secret itself replaced by the placeholder
+      local shown = manifest.pull_secret{ name = o.secret_name, namespace = ns, server = self.server,
+        username = self.username, password = run.TOKEN_PLACEHOLDER, email = o.docker_email }
+      self.manifests[#self.manifests + 1] = shown
+    end
     self.secrets[#self.secrets + 1] = { namespace = ns, action = action }
     self:event(6, "done", ns .. "/" .. o.secret_name .. " " .. action)
     for _, sa in ipairs(o.service_accounts or {}) do
@@ -382,6 +387,25 @@ function Run:template_values(template, values, ns)
   return v
 end
 
+-- True when every field of `want` is in `have` with the same value (the server adds its own).
+local function contains(have, want)
+  if type(want) ~= "table" then
+    if type(want) == "number" and type(have) == "number" then return want == have end
+    return want == have
+  end
+  if type(have) ~= "table" then return false end
+  if #want > 0 then
+    if #have ~= #want then return false end
+    for i = 1, #want do if not contains(have[i], want[i]) then return false end end
+    return true
+  end
+  for k, v in pairs(want) do
+    if not contains(have[k], v) then return false end
+  end
+  return true
+end
+run.contains = contains
+
 function Run:pods()
   local o = self.opts
   local manifest = require "pullsecret.manifest"
@@ -408,15 +432,20 @@ function Run:pods()
       if o.dry_run then
         self.manifests[#self.manifests + 1] = obj
       else
-        local applied, code = self.kube:apply(obj)
+        local applied, code = self.kube:get(obj)
+        if applied and contains(applied, obj) then
+          action = "unchanged"
+        elseif applied or code.code == 404 then
+          applied, code = self.kube:apply(obj)
+        end
         if not applied then
           local e = self:fail(7, code)
-          if self.written or self.token_state == "reused" then
+          if self.written or self.token_state == "reused" or self.token_state == "apikey" then
             e.message = e.message .. string.format(' (the pull secret "%s" was written and is valid)', o.secret_name)
           end
           return nil, e
         end
-        action = code == 201 and "created" or "applied"
+        if action ~= "unchanged" then action = code == 201 and "created" or "applied" end
         obj = applied
       end
       self.applied[#self.applied + 1] = { kind = obj.kind, namespace = obj.metadata.namespace, name = name,
@@ -426,6 +455,7 @@ function Run:pods()
   end
   return true
 end
+
 
 -- Revokes what must go: the replaced tokens after a rotation, or our own token after a failure.
 function Run:revoke(ids, why)
@@ -453,9 +483,27 @@ function Run:result()
   }
 end
 
+-- Pod templates are checked before step 1, so a missing value never costs a minted token.
+function Run:check_pods()
+  local manifest = require "pullsecret.manifest"
+  for i, p in ipairs(self.opts.pods or {}) do
+    if p.template then
+      local v = self:template_values(p.template, p.values, "default")
+      for _, name in ipairs{ "dedicated_domain", "registry_url" } do
+        if v[name] == nil and p.template:find("<" .. name .. ">", 1, true) then v[name] = "example.com" end
+      end
+      local obj, err = manifest.render(p.template, v)
+      if not obj then return nil, self:fail(7, errors.wrap(err, "pod " .. i)) end
+    end
+  end
+  return true
+end
+
 function Run:go()
   local o = self.opts
-  local ok, err = self:kube_client()
+  local ok, err = self:check_pods()
+  if not ok then return nil, err end
+  ok, err = self:kube_client()
   if not ok then return nil, self:fail(5, err) end
   self.namespaces = o.namespaces or { o.namespace or self.kube.namespace or "default" }
   if o.icr then
