@@ -46,6 +46,7 @@ build = {
       ["pullsecret.http"] = "lua/pullsecret/http.lua",
       ["pullsecret.ibmerr"] = "lua/pullsecret/ibmerr.lua",
       ["pullsecret.icr"] = "lua/pullsecret/icr.lua",
+      ["pullsecret.json"] = "lua/pullsecret/json.lua",
       ["pullsecret.kube"] = "lua/pullsecret/kube.lua",
       ["pullsecret.kubeconfig"] = "lua/pullsecret/kubeconfig.lua",
       ["pullsecret.login"] = "lua/pullsecret/login.lua",

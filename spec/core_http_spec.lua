@@ -9,8 +9,9 @@ local sim = require "pullsecret.sim"
 local certs = require "pullsecret.sim.certs"
 local socket = require "socket"
 local cjson = require "cjson.safe"
+local host = require "spec.helpers.host"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q, closed_port = host.q, host.closed_port
 
 -- A server in a child process that accepts ONE connection, reads the request head,
 -- optionally sleeps, writes `response` verbatim (with "$REQUEST_LINE" replaced by the
@@ -44,13 +45,6 @@ end
     p:close()
     os.remove(script)
   end
-end
-
-local function closed_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
 end
 
 describe("core client over HTTP and TLS (simulator)", function()

@@ -6,14 +6,7 @@ core_so:close()
 local http = require "pullsecret.http"
 local sim = require "pullsecret.sim"
 local socket = require "socket"
-
--- A port nothing listens on.
-local function closed_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
+local closed_port = require("spec.helpers.host").closed_port
 
 describe("pullsecret.http", function()
   local s, h, events, slept, lines

@@ -7,23 +7,9 @@ local sim = require "pullsecret.sim"
 local kube = require "pullsecret.kube"
 local manifest = require "pullsecret.manifest"
 local json = kube.json
+local host = require "spec.helpers.host"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
-
-local function read(path)
-  local f = io.open(path, "r")
-  if not f then return "" end
-  local t = f:read("a")
-  f:close()
-  return t
-end
+local q, write, read = host.q, host.write, host.read
 
 -- Runs kubectl against the simulator; returns stdout, stderr, exit code.
 local function kubectl(s, args)
@@ -32,7 +18,7 @@ local function kubectl(s, args)
     .. " " .. args .. " 2>" .. q(errf)))
   local out = p:read("a")
   local _, _, code = p:close()
-  return out, read(errf), code
+  return out, read(errf) or "", code
 end
 
 local function kubectl_json(s, args)

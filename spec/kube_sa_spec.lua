@@ -4,7 +4,7 @@ local sim = require "pullsecret.sim"
 local kube = require "pullsecret.kube"
 local json = kube.json
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("spec.helpers.host").q
 
 local function kubectl_json(s, args)
   local p = assert(io.popen("kubectl --kubeconfig " .. q(s.kubeconfig) .. " --cache-dir " .. q(s.dir .. "/kcache")

@@ -3,15 +3,9 @@
 -- paging, and the pull-secret upsert of step 6.
 local sim = require "pullsecret.sim"
 local kube = require "pullsecret.kube"
+local write = require("spec.helpers.host").write
 
 local function b64(s) return require("pullsecret.sim.kube").b64encode(s) end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
 
 -- A kubeconfig for the simulator with the given user entry (YAML written by hand).
 local function kubeconfig(s, file, user_name, user_lines)

@@ -4,16 +4,9 @@
 local manifest = require "pullsecret.manifest"
 local yaml = require "pullsecret.yaml"
 local cjson = require "cjson.safe"
+local read = require("spec.helpers.host").read
 
 local SEED = "/work/shared/seed/000_ced994e70dc758ee.txt"
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
 -- kubectl parses `text` as a manifest file and prints the object as JSON; nil, stderr on failure
 local function kubectl_reads(text)

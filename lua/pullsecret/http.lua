@@ -36,6 +36,7 @@
 local core = require "pullsecret.core"
 local errors = require "pullsecret.errors"
 local cjson = require "cjson.safe"
+local json = require "pullsecret.json"
 local socket = require "socket"
 
 local http = {}
@@ -150,21 +151,13 @@ end
 
 -- JSON ---------------------------------------------------------------------------------------
 
-local function integers(v, depth)
-  if type(v) == "number" then return math.tointeger(v) or v end
-  if type(v) == "table" and depth < 64 then
-    for k, x in pairs(v) do v[k] = integers(x, depth + 1) end
-  end
-  return v
-end
-
 --- Decodes res.body as a JSON object or array (integral numbers as integers):
 -- tbl | nil, err (kind "protocol", fields status, content_type, bytes).
 function http.json(res)
   if type(res) ~= "table" then error("http.json: expected a response table", 2) end
   local body = res.body or ""
   local v = cjson.decode(body)
-  if type(v) == "table" then return integers(v, 0) end
+  if type(v) == "table" then return json.integers(v) end
   local ctype = res.headers and res.headers["content-type"] or "no content type"
   local host = type(res.url) == "string" and res.url:match("^%a[%w+.-]*://([^/?#]+)") or "the server"
   host = host:gsub("^.*@", "")

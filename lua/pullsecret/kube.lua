@@ -51,243 +51,16 @@
 -- "FieldManagerConflict") when the secret exists with another type or another manager owns a field
 -- it would change; add_pull_secret answers kind "conflict" after 5 lost races.
 --
--- kube.json: the JSON codec used on the wire (arrays stay arrays, even empty ones):
---   kube.json.decode(s) -> value | nil, why ; kube.json.encode(v) -> s ; kube.json.array(t) ;
---   kube.json.is_array(t) ; kube.json.ordered(t, {key, ...}) ; kube.json.null
+-- kube.json: pullsecret.json, the JSON codec used on the wire (arrays stay arrays, even empty
+--   ones; keys kind, apiVersion, metadata first): decode(s), encode(v), array(t), is_array(t),
+--   ordered(t, {key, ...}), null.
+local core = require "pullsecret.core"
 local errors = require "pullsecret.errors"
+local json = require "pullsecret.json"
 
 local kube = {}
 
----------------------------------------------------------------------------------------------------
--- JSON codec. lua-cjson in Debian cannot tell [] from {}, and the API server cares, so decoded
--- arrays carry a marker metatable and the encoder honours it.
----------------------------------------------------------------------------------------------------
-local json = {}
 kube.json = json
-
-local ARRAY = { __name = "pullsecret.json.array" }
-json.null = require("cjson").null
-
-function json.array(t) return setmetatable(t or {}, ARRAY) end
-
---- Marks an object whose keys must be written in the given order (others follow, sorted).
-function json.ordered(t, keys)
-  return setmetatable(t, { __jsonorder = keys })
-end
-
--- Tables built by pullsecret.yaml / pullsecret.manifest carry that module's markers.
-local function yaml_mod() return package.loaded["pullsecret.yaml"] end
-
-function json.is_array(t)
-  if type(t) ~= "table" then return false end
-  if getmetatable(t) == ARRAY then return true end
-  local n = #t
-  if n == 0 then
-    local y = yaml_mod()
-    return y ~= nil and y.is_array(t) == true and next(t) == nil
-  end
-  local count = 0
-  for _ in pairs(t) do count = count + 1 end
-  return count == n
-end
-
-local escapes = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
-                  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
-
-local function encode_string(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    if c == "\127" then return c end
-    return escapes[c] or string.format("\\u%04x", c:byte())
-  end) .. '"'
-end
-
--- Keys in the order the API server writes them, then alphabetically.
-local key_rank = { kind = 1, apiVersion = 2, metadata = 3, name = 4, namespace = 5 }
-local function key_less(a, b)
-  local ra, rb = key_rank[a] or 100, key_rank[b] or 100
-  if ra ~= rb then return ra < rb end
-  return a < b
-end
-
-local function encode(v, out)
-  local t = type(v)
-  if v == nil or v == json.null or (yaml_mod() and v == yaml_mod().null) then
-    out[#out + 1] = "null"
-  elseif t == "boolean" then
-    out[#out + 1] = v and "true" or "false"
-  elseif t == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then error("json: cannot encode " .. tostring(v), 0) end
-    if math.type(v) == "integer" then out[#out + 1] = string.format("%d", v)
-    elseif v == math.floor(v) and math.abs(v) < 2^53 then out[#out + 1] = string.format("%d", math.floor(v))
-    else out[#out + 1] = string.format("%.17g", v) end
-  elseif t == "string" then
-    out[#out + 1] = encode_string(v)
-  elseif t == "table" then
-    if json.is_array(v) then
-      out[#out + 1] = "["
-      for i = 1, #v do
-        if i > 1 then out[#out + 1] = "," end
-        encode(v[i], out)
-      end
-      out[#out + 1] = "]"
-    else
-      local keys = {}
-      for k in pairs(v) do
-        if type(k) ~= "string" then error("json: object key is not a string", 0) end
-        keys[#keys + 1] = k
-      end
-      table.sort(keys, key_less)
-      local mt = getmetatable(v)
-      local order = type(mt) == "table" and rawget(mt, "__jsonorder")
-      if order then
-        local rank = {}
-        for i, k in ipairs(order) do rank[k] = i end
-        table.sort(keys, function(a, b)
-          local ra, rb = rank[a] or 1000, rank[b] or 1000
-          if ra ~= rb then return ra < rb end
-          return key_less(a, b)
-        end)
-      end
-      out[#out + 1] = "{"
-      for i, k in ipairs(keys) do
-        if i > 1 then out[#out + 1] = "," end
-        out[#out + 1] = encode_string(k)
-        out[#out + 1] = ":"
-        encode(v[k], out)
-      end
-      out[#out + 1] = "}"
-    end
-  else
-    error("json: cannot encode a " .. t, 0)
-  end
-end
-
---- Encodes a Lua value as compact JSON ("/" is not escaped; keys kind, apiVersion, metadata first).
-function json.encode(v)
-  local out = {}
-  local ok, err = pcall(encode, v, out)
-  if not ok then return nil, err end
-  return table.concat(out)
-end
-
-local function utf8_char(cp)
-  return utf8.char(cp)
-end
-
-local decode_value
-
-local function skip(s, i)
-  return s:find("[^ \t\r\n]", i) or #s + 1
-end
-
-local function decode_string(s, i)
-  -- s:sub(i, i) == '"'
-  local buf, j = {}, i + 1
-  while true do
-    local a, b = s:find('["\\%c]', j)
-    if not a then error("unterminated string at " .. i, 0) end
-    buf[#buf + 1] = s:sub(j, a - 1)
-    local c = s:sub(a, b)
-    if c == '"' then return table.concat(buf), a + 1 end
-    if c ~= "\\" then error("control character in string at " .. a, 0) end
-    local e = s:sub(a + 1, a + 1)
-    local simple = ({ ['"'] = '"', ['\\'] = '\\', ['/'] = '/', b = '\b', f = '\f', n = '\n', r = '\r', t = '\t' })[e]
-    if simple then
-      buf[#buf + 1] = simple
-      j = a + 2
-    elseif e == "u" then
-      local hex = s:match("^%x%x%x%x", a + 2)
-      if not hex then error("bad \\u escape at " .. a, 0) end
-      local cp = tonumber(hex, 16)
-      j = a + 6
-      if cp >= 0xD800 and cp <= 0xDBFF then
-        local lo = s:match("^\\u(%x%x%x%x)", j)
-        local lcp = lo and tonumber(lo, 16)
-        if lcp and lcp >= 0xDC00 and lcp <= 0xDFFF then
-          cp = 0x10000 + (cp - 0xD800) * 0x400 + (lcp - 0xDC00)
-          j = j + 6
-        else
-          cp = 0xFFFD
-        end
-      elseif cp >= 0xDC00 and cp <= 0xDFFF then
-        cp = 0xFFFD
-      end
-      buf[#buf + 1] = utf8_char(cp)
-    else
-      error("bad escape at " .. a, 0)
-    end
-  end
-end
-
-function decode_value(s, i, depth)
-  if depth > 200 then error("nesting too deep", 0) end
-  i = skip(s, i)
-  local c = s:sub(i, i)
-  if c == "{" then
-    local obj = {}
-    i = skip(s, i + 1)
-    if s:sub(i, i) == "}" then return obj, i + 1 end
-    while true do
-      if s:sub(i, i) ~= '"' then error("expected a string key at " .. i, 0) end
-      local k
-      k, i = decode_string(s, i)
-      i = skip(s, i)
-      if s:sub(i, i) ~= ":" then error("expected ':' at " .. i, 0) end
-      local v
-      v, i = decode_value(s, i + 1, depth + 1)
-      obj[k] = v
-      i = skip(s, i)
-      local d = s:sub(i, i)
-      if d == "}" then return obj, i + 1 end
-      if d ~= "," then error("expected ',' or '}' at " .. i, 0) end
-      i = skip(s, i + 1)
-    end
-  elseif c == "[" then
-    local arr = json.array({})
-    i = skip(s, i + 1)
-    if s:sub(i, i) == "]" then return arr, i + 1 end
-    while true do
-      local v
-      v, i = decode_value(s, i, depth + 1)
-      arr[#arr + 1] = v
-      i = skip(s, i)
-      local d = s:sub(i, i)
-      if d == "]" then return arr, i + 1 end
-      if d ~= "," then error("expected ',' or ']' at " .. i, 0) end
-      i = i + 1
-    end
-  elseif c == '"' then
-    return decode_string(s, i)
-  elseif s:find("^true", i) then return true, i + 4
-  elseif s:find("^false", i) then return false, i + 5
-  elseif s:find("^null", i) then return json.null, i + 4
-  else
-    local num = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", i)
-    if not num or num == "" or num == "-" then error("unexpected character at " .. i, 0) end
-    local v = tonumber(num)
-    if v == nil then error("bad number at " .. i, 0) end
-    if not num:find("[.eE]") then v = math.tointeger(v) or v end
-    return v, i + #num
-  end
-end
-
---- Decodes JSON text. Arrays carry a marker (json.is_array), null is json.null.
-function json.decode(s)
-  if type(s) ~= "string" then return nil, "not a string" end
-  local ok, v, i = pcall(decode_value, s, 1, 0)
-  if not ok then return nil, v end
-  if skip(s, i) <= #s then return nil, "trailing data at " .. i end
-  return v
-end
-
--- A deep copy that keeps array markers.
-local function json_copy(v)
-  if type(v) ~= "table" then return v end
-  local t = {}
-  for k, x in pairs(v) do t[k] = json_copy(x) end
-  return setmetatable(t, getmetatable(v))
-end
-json.copy = json_copy
 
 ---------------------------------------------------------------------------------------------------
 -- kinds and paths
@@ -314,9 +87,7 @@ local KINDS = {
 }
 kube.KINDS = KINDS
 
-local function pct(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
-end
+local function pct(s) return core.urlencode(tostring(s)) end
 
 local function query_string(q)
   local keys = {}
@@ -519,13 +290,15 @@ function Client:resolve(api_version, kind)
     { reason = "NotFound", code = 404 })
 end
 
--- A reference from an object or a { api_version, kind, namespace, name } table.
-local function ref_of(self, ref, fn)
-  if type(ref) ~= "table" then error(fn .. ": expected an object or a reference table", 3) end
+-- A reference from an object or a { api_version, kind, namespace, name } table. `level` is
+-- error's level for a bad argument (default 3: the caller of the method calling ref_of).
+local function ref_of(self, ref, fn, level)
+  level = level or 3
+  if type(ref) ~= "table" then error(fn .. ": expected an object or a reference table", level) end
   local meta = type(ref.metadata) == "table" and ref.metadata or {}
   local r = { api_version = ref.api_version or ref.apiVersion, kind = ref.kind,
               name = ref.name or meta.name, namespace = ref.namespace or meta.namespace }
-  if type(r.kind) ~= "string" then error(fn .. ": the object has no kind", 3) end
+  if type(r.kind) ~= "string" then error(fn .. ": the object has no kind", level) end
   local info, err = self:resolve(r.api_version, r.kind)
   if not info then return nil, err end
   r.api_version, r.resource, r.namespaced = info.api_version, info.resource, info.namespaced
@@ -550,11 +323,32 @@ local function item_path(r)
   return collection_path(r) .. "/" .. pct(r.name)
 end
 
+local function dry(opts) return opts.dry_run and "All" or nil end
+
 local function need_name(r, verb)
   return errors.new("input", string.format("%s %s: the object has no metadata.name", verb, r.resource))
 end
 
-local function dry(opts) return opts.dry_run and "All" or nil end
+-- The reference and the path of one named object, for method `fn` doing `verb`: r, path | nil, err.
+local function item_ref(self, ref, fn, verb)
+  local r, err = ref_of(self, ref, fn, 4)
+  if not r then return nil, err end
+  local path = item_path(r)
+  if not path then return nil, need_name(r, verb) end
+  return r, path
+end
+
+-- What a request on object `r` says about itself in messages.
+local function ctx_of(r, verb)
+  return { verb = verb, resource = r.resource, name = r.name, namespace = r.namespace }
+end
+
+-- The query of a write: dryRun and fieldManager (and `extra`).
+local function write_query(self, opts, extra)
+  local q = extra or {}
+  q.dryRun, q.fieldManager = dry(opts), opts.field_manager or self.field_manager
+  return q
+end
 
 local function with_type(obj, r)
   if type(obj) == "table" and obj.kind == nil then obj.kind = r.kind end
@@ -562,16 +356,17 @@ local function with_type(obj, r)
   return obj
 end
 
+-- What client:request answered about `r`, with kind and apiVersion filled in: obj | nil, err.
+local function typed(r, obj, err)
+  if not obj then return nil, err end
+  return with_type(obj, r)
+end
+
 --- GET one object.
 function Client:get(ref)
-  local r, err = ref_of(self, ref, "client:get")
-  if not r then return nil, err end
-  local path = item_path(r)
-  if not path then return nil, need_name(r, "get") end
-  local obj, rerr = self:request{ path = path,
-    ctx = { verb = "get", resource = r.resource, name = r.name, namespace = r.namespace } }
-  if not obj then return nil, rerr end
-  return with_type(obj, r)
+  local r, path = item_ref(self, ref, "client:get", "get")
+  if not r then return nil, path end
+  return typed(r, self:request{ path = path, ctx = ctx_of(r, "get") })
 end
 
 --- LIST with selectors, following `continue` until the end. Returns an array of objects.
@@ -606,28 +401,20 @@ function Client:create(obj, opts)
   opts = check_opts("client:create", opts)
   local r, err = ref_of(self, obj, "client:create")
   if not r then return nil, err end
-  local body = with_type(json_copy(obj), r)
+  local body = with_type(json.copy(obj), r)
   if r.namespaced then body.metadata = body.metadata or {}; body.metadata.namespace = r.namespace end
-  local res_obj, rerr = self:request{ method = "POST", path = collection_path(r), body = body,
-    query = { dryRun = dry(opts), fieldManager = opts.field_manager or self.field_manager },
-    ctx = { verb = "create", resource = r.resource, name = r.name, namespace = r.namespace } }
-  if not res_obj then return nil, rerr end
-  return with_type(res_obj, r)
+  return typed(r, self:request{ method = "POST", path = collection_path(r), body = body,
+    query = write_query(self, opts), ctx = ctx_of(r, "create") })
 end
 
 --- PUT an object (a metadata.resourceVersion makes it conditional: 409 Conflict when stale).
 function Client:replace(obj, opts)
   opts = check_opts("client:replace", opts)
-  local r, err = ref_of(self, obj, "client:replace")
-  if not r then return nil, err end
-  local path = item_path(r)
-  if not path then return nil, need_name(r, "replace") end
-  local body = with_type(json_copy(obj), r)
-  local res_obj, rerr = self:request{ method = "PUT", path = path, body = body,
-    query = { dryRun = dry(opts), fieldManager = opts.field_manager or self.field_manager },
-    ctx = { verb = "update", resource = r.resource, name = r.name, namespace = r.namespace } }
-  if not res_obj then return nil, rerr end
-  return with_type(res_obj, r)
+  local r, path = item_ref(self, obj, "client:replace", "replace")
+  if not r then return nil, path end
+  local body = with_type(json.copy(obj), r)
+  return typed(r, self:request{ method = "PUT", path = path, body = body,
+    query = write_query(self, opts), ctx = ctx_of(r, "update") })
 end
 
 local SERVER_SET = { "uid", "resourceVersion", "creationTimestamp", "managedFields", "generation",
@@ -636,20 +423,16 @@ local SERVER_SET = { "uid", "resourceVersion", "creationTimestamp", "managedFiel
 --- Server-side apply. Returns the object and the HTTP status (201 when it was created).
 function Client:apply(obj, opts)
   opts = check_opts("client:apply", opts)
-  local r, err = ref_of(self, obj, "client:apply")
-  if not r then return nil, err end
-  local path = item_path(r)
-  if not path then return nil, need_name(r, "apply") end
-  local body = with_type(json_copy(obj), r)
+  local r, path = item_ref(self, obj, "client:apply", "apply")
+  if not r then return nil, path end
+  local body = with_type(json.copy(obj), r)
   body.metadata = body.metadata or {}
   for _, k in ipairs(SERVER_SET) do body.metadata[k] = nil end
   body.status = nil
   if r.namespaced then body.metadata.namespace = r.namespace end
   local res_obj, res = self:request{ method = "PATCH", path = path, body = body,
     content_type = "application/apply-patch+yaml", idempotent = true,
-    query = { dryRun = dry(opts), fieldManager = opts.field_manager or self.field_manager,
-              force = opts.force and "true" or nil },
-    ctx = { verb = "apply", resource = r.resource, name = r.name, namespace = r.namespace } }
+    query = write_query(self, opts, { force = opts.force and "true" or nil }), ctx = ctx_of(r, "apply") }
   if not res_obj then return nil, res end
   return with_type(res_obj, r), res.status
 end
@@ -665,27 +448,19 @@ function Client:patch(ref, patch, opts)
   if type(patch) ~= "table" and type(patch) ~= "string" then
     error("client:patch: patch must be a table or a string", 2)
   end
-  local r, err = ref_of(self, ref, "client:patch")
-  if not r then return nil, err end
-  local path = item_path(r)
-  if not path then return nil, need_name(r, "patch") end
+  local r, path = item_ref(self, ref, "client:patch", "patch")
+  if not r then return nil, path end
   if opts.type == "json" and type(patch) == "table" then patch = json.array(patch) end
-  local res_obj, rerr = self:request{ method = "PATCH", path = path, body = patch, content_type = ctype,
-    query = { dryRun = dry(opts), fieldManager = opts.field_manager or self.field_manager },
-    ctx = { verb = "patch", resource = r.resource, name = r.name, namespace = r.namespace } }
-  if not res_obj then return nil, rerr end
-  return with_type(res_obj, r)
+  return typed(r, self:request{ method = "PATCH", path = path, body = patch, content_type = ctype,
+    query = write_query(self, opts), ctx = ctx_of(r, "patch") })
 end
 
 --- DELETE one object. Returns what the server answered (the object or a Status).
 function Client:delete(ref, opts)
   opts = check_opts("client:delete", opts)
-  local r, err = ref_of(self, ref, "client:delete")
-  if not r then return nil, err end
-  local path = item_path(r)
-  if not path then return nil, need_name(r, "delete") end
-  return self:request{ method = "DELETE", path = path, query = { dryRun = dry(opts) },
-    ctx = { verb = "delete", resource = r.resource, name = r.name, namespace = r.namespace } }
+  local r, path = item_ref(self, ref, "client:delete", "delete")
+  if not r then return nil, path end
+  return self:request{ method = "DELETE", path = path, query = { dryRun = dry(opts) }, ctx = ctx_of(r, "delete") }
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -752,11 +527,11 @@ function Client:upsert_secret(secret, opts)
     local gone, derr = self:delete(ref, { dry_run = opts.dry_run })
     if not gone then return nil, derr end
     if opts.dry_run then
-      return { action = "created", replaced = true, object = with_type(json_copy(secret), ref) }
+      return { action = "created", replaced = true, object = with_type(json.copy(secret), ref) }
     end
     current, replaced = nil, true
   end
-  local body = json_copy(secret)
+  local body = json.copy(secret)
   body.apiVersion, body.kind = "v1", "Secret"
   body.metadata.namespace = ref.namespace
   body.type = wanted_type

@@ -22,13 +22,15 @@
 -- bad input, and raises only on programming errors (a non-table option argument...).
 -- No password or token ever appears in an error message.
 --
--- JSON: `json_encode(v [, {indent = "    "}])` writes strings the way Go's encoding/json does
--- (`<>&` U+2028 U+2029 as \u escapes, "/" unescaped, invalid UTF-8 as \ufffd), integers as
--- integers, `yaml.null` as null, keys in `pullsecret.yaml.keys` order (an order set with
--- `manifest.object(t, keys)`, else apiVersion/kind/metadata first, then name, namespace,
--- labels, annotations, spec, data, ... then sorted). Mark empty lists with `manifest.array{}`.
+-- JSON: `json_encode(v [, {indent = "    "}])` is pullsecret.json's encoder writing strings the
+-- way Go's encoding/json does (`<>&` U+2028 U+2029 as \u escapes, "/" unescaped, invalid UTF-8
+-- as \ufffd), integers as integers, `yaml.null` as null, keys in `pullsecret.yaml.keys` order
+-- (an order set with `manifest.object(t, keys)`, else apiVersion/kind/metadata first, then name,
+-- namespace, labels, annotations, spec, data, ... then sorted). Mark empty lists with
+-- `manifest.array{}`.
 local core = require "pullsecret.core"
 local errors = require "pullsecret.errors"
+local json = require "pullsecret.json"
 local yaml = require "pullsecret.yaml"
 
 local M = {}
@@ -111,70 +113,16 @@ function M.check_name(field, value, what)
     field, shown(value)))
 end
 
+-- opts.name as a DNS-1123 subdomain and opts.namespace, when given, as a label: true | nil, err.
+local function check_name_and_namespace(opts)
+  local ok, err = M.check_name("name", opts.name, "subdomain")
+  if ok and opts.namespace ~= nil then ok, err = M.check_name("namespace", opts.namespace, "label") end
+  return ok, err
+end
+
 ---------------------------------------------------------------------------------------------
 -- JSON
 ---------------------------------------------------------------------------------------------
-
-local function json_number(n)
-  if n ~= n or n == math.huge or n == -math.huge then return nil, "not a finite number" end
-  if math.type(n) == "integer" then return string.format("%d", n) end
-  if n == math.floor(n) and math.abs(n) < 2^63 then return string.format("%d", math.tointeger(n)) end
-  for digits = 15, 17 do
-    local s = string.format("%." .. digits .. "g", n)
-    if tonumber(s) == n then return s end
-  end
-  return string.format("%.17g", n)
-end
-
-local function encode(v, out, indent, depth, path, seen)
-  local tv = type(v)
-  if tv == "string" then out[#out + 1] = core.go_json_string(v)
-  elseif tv == "number" then
-    local s, why = json_number(v)
-    if not s then return nil, path .. ": " .. why end
-    out[#out + 1] = s
-  elseif tv == "boolean" then out[#out + 1] = tostring(v)
-  elseif v == yaml.null then out[#out + 1] = "null"
-  elseif tv == "table" then
-    if seen[v] then return nil, path .. ": a table that contains itself" end
-    seen[v] = true
-    local nl, pad, inner, colon = "", "", "", ":"
-    if indent then
-      nl = "\n"; pad = indent:rep(depth); inner = indent:rep(depth + 1); colon = ": "
-    end
-    if yaml.is_array(v) then
-      if #v == 0 then out[#out + 1] = "[]" else
-        out[#out + 1] = "[" .. nl
-        for i = 1, #v do
-          out[#out + 1] = inner
-          local ok, err = encode(v[i], out, indent, depth + 1, path .. "[" .. i .. "]", seen)
-          if not ok then return nil, err end
-          out[#out + 1] = (i < #v and "," or "") .. nl
-        end
-        out[#out + 1] = pad .. "]"
-      end
-    else
-      local keys = yaml.keys(v)
-      if #keys == 0 then out[#out + 1] = "{}" else
-        out[#out + 1] = "{" .. nl
-        for i, k in ipairs(keys) do
-          local ks = k
-          if type(k) == "number" then ks = json_number(k) or tostring(k) end
-          if type(ks) ~= "string" then return nil, path .. ": a " .. type(k) .. " key" end
-          out[#out + 1] = inner .. core.go_json_string(ks) .. colon
-          local ok, err = encode(v[k], out, indent, depth + 1, path .. "." .. ks, seen)
-          if not ok then return nil, err end
-          out[#out + 1] = (i < #keys and "," or "") .. nl
-        end
-        out[#out + 1] = pad .. "}"
-      end
-    end
-    seen[v] = nil
-  else
-    return nil, path .. ": cannot write a " .. tv .. " as JSON"
-  end
-  return true
-end
 
 --- Deterministic JSON text for `v`.
 -- @param opts optional { indent = "    " } for Go MarshalIndent-style output (no final newline)
@@ -182,10 +130,9 @@ end
 function M.json_encode(v, opts)
   local indent = opts and opts.indent
   if indent ~= nil and type(indent) ~= "string" then error("json_encode: indent must be a string", 2) end
-  local out = {}
-  local ok, why = encode(v, out, indent, 0, "value", {})
-  if not ok then return nil, input("json", "cannot encode as JSON: " .. why:gsub("^value%.?", "")) end
-  return table.concat(out)
+  local text, why = json.encode(v, { indent = indent, order = yaml.keys, quote = core.go_json_string })
+  if not text then return nil, input("json", "cannot encode as JSON: " .. why:gsub("^value%.?", "")) end
+  return text
 end
 
 ---------------------------------------------------------------------------------------------
@@ -238,12 +185,8 @@ function M.pull_secret(opts)
   if type(opts) ~= "table" then error("pull_secret: expected an option table", 2) end
   check_type("pull_secret", opts, "name", "string")
   check_type("pull_secret", opts, "namespace", "string")
-  local ok, err = M.check_name("name", opts.name, "subdomain")
+  local ok, err = check_name_and_namespace(opts)
   if not ok then return nil, err end
-  if opts.namespace ~= nil then
-    ok, err = M.check_name("namespace", opts.namespace, "label")
-    if not ok then return nil, err end
-  end
   local config
   config, err = M.dockerconfigjson(opts)
   if not config then return nil, err end
@@ -282,12 +225,8 @@ end
 function M.pod(opts)
   if type(opts) ~= "table" then error("pod: expected an option table", 2) end
   for _, f in ipairs { "name", "namespace", "container", "image" } do check_type("pod", opts, f, "string") end
-  local ok, err = M.check_name("name", opts.name, "subdomain")
+  local ok, err = check_name_and_namespace(opts)
   if not ok then return nil, err end
-  if opts.namespace ~= nil then
-    ok, err = M.check_name("namespace", opts.namespace, "label")
-    if not ok then return nil, err end
-  end
   local container = opts.container or opts.name
   ok, err = M.check_name("container", container, "label")
   if not ok then return nil, err end
@@ -360,7 +299,7 @@ function M.render(template, values, opts)
   local vals = {}
   for k, v in pairs(values) do
     if type(k) ~= "string" then error("render: value names must be strings", 2) end
-    if type(v) == "number" then v = json_number(v) or tostring(v) end
+    if type(v) == "number" then v = json.number_text(v) or tostring(v) end
     if type(v) ~= "string" then
       return nil, input("values." .. k, string.format("value for <%s> must be a string, got a %s", k, type(v)))
     end

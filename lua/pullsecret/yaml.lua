@@ -22,6 +22,7 @@ local lyaml = require "lyaml"
 local libyaml = require "yaml"
 local implicit = require "lyaml.implicit"
 local explicit = require "lyaml.explicit"
+local json = require "pullsecret.json"
 
 local M = {}
 
@@ -51,15 +52,18 @@ function M.object(t, keys)
   return t
 end
 
---- True when `t` is to be written as a sequence.
+--- "seq" or "map" when `t` was marked by `array`/`object` or read by `load`, else nil.
+function M.kind(t)
+  local m = meta[t]
+  return m and m.kind
+end
+
+--- True when `t` is to be written as a sequence: marked so here or by pullsecret.json, else
+-- a table 1..n with no other keys.
 function M.is_array(t)
   local m = meta[t]
   if m and m.kind then return m.kind == "seq" end
-  local n = #t
-  if n == 0 then return false end
-  local count = 0
-  for _ in pairs(t) do count = count + 1 end
-  return count == n
+  return json.is_array(t)
 end
 
 --- Line (1-based) where `key` of mapping `t` was read, or where `t` itself started.
@@ -72,37 +76,19 @@ end
 
 -- Conventional order for keys no order was recorded for: these first, the rest sorted.
 local FIRST = { "apiVersion", "kind", "metadata" }
-local PRIORITY = {}
-for i, k in ipairs { "apiVersion", "kind", "metadata", "name", "generateName", "namespace",
-                     "labels", "annotations", "spec", "data", "stringData", "type" } do
-  PRIORITY[k] = i
-end
-
-local function key_less(a, b)
-  local pa, pb = PRIORITY[a] or math.huge, PRIORITY[b] or math.huge
-  if pa ~= pb then return pa < pb end
-  return tostring(a) < tostring(b)
-end
+local PRIORITY = { "apiVersion", "kind", "metadata", "name", "generateName", "namespace",
+                   "labels", "annotations", "spec", "data", "stringData", "type" }
 
 --- The keys of mapping `t` in output order. With an order given to `object`: that order
 -- (unless `conventional` is true). Else apiVersion, kind, metadata first; then the order
 -- `load` read them in; then the rest in conventional order (name, namespace, labels,
 -- annotations, spec, data... then sorted).
 function M.keys(t, conventional)
-  local out, seen = {}, {}
-  local function add(k)
-    if not seen[k] and t[k] ~= nil then seen[k] = true; out[#out + 1] = k end
-  end
   local m = meta[t]
-  if conventional or not (m and m.exact) then
-    for _, k in ipairs(FIRST) do add(k) end
-  end
-  if m and m.keys then for _, k in ipairs(m.keys) do add(k) end end
-  local rest = {}
-  for k in pairs(t) do if not seen[k] then rest[#rest + 1] = k end end
-  table.sort(rest, key_less)
-  for _, k in ipairs(rest) do add(k) end
-  return out
+  local lead = {}
+  if conventional or not (m and m.exact) then table.move(FIRST, 1, #FIRST, 1, lead) end
+  if m and m.keys then table.move(m.keys, 1, #m.keys, #lead + 1, lead) end
+  return json.keys(t, PRIORITY, lead)
 end
 
 ---------------------------------------------------------------------------------------------
@@ -134,11 +120,7 @@ local function number_text(n)
   if n == math.huge then return ".inf" end
   if n == -math.huge then return "-.inf" end
   if n == math.floor(n) and math.abs(n) < 2^53 then return string.format("%.1f", n) end
-  for digits = 15, 17 do
-    local s = string.format("%." .. digits .. "g", n)
-    if tonumber(s) == n then return s end
-  end
-  return string.format("%.17g", n)
+  return json.float_text(n)
 end
 M.number_text = number_text
 

@@ -28,13 +28,7 @@
 local dedicated = require "pullsecret.sim.dedicated"
 local util = require "pullsecret.sim.util"
 
-local M = {}
-local Svc = {}
-Svc.__index = Svc
-
-function M.new(config, shared, whole)
-  return setmetatable({ st = dedicated.get(whole or config, shared) }, Svc)
-end
+local M, Svc = dedicated.service("api")
 
 local function cf(status, code, description, error_code)
   return util.json(status, { code = code, description = description, error_code = error_code },
@@ -155,10 +149,6 @@ function Svc:handle(req)
     return util.json(200, org_resource(o), { ["X-VCAP-Request-ID"] = dedicated.uuid() })
   end
   return self:organizations(req, user)
-end
-
-function Svc:state()
-  return dedicated.snapshot(self.st, "api")
 end
 
 return M

@@ -69,21 +69,12 @@ function dedicated.derived_guid(s)
   return h:sub(1, 8) .. "-" .. h:sub(9, 12) .. "-4" .. h:sub(14, 16) .. "-a" .. h:sub(18, 20) .. "-" .. h:sub(21, 32)
 end
 
-local urandom
 --- A random v4 UUID.
-function dedicated.uuid()
-  urandom = urandom or io.open("/dev/urandom", "rb")
-  local b = { urandom:read(16):byte(1, 16) }
-  b[7] = (b[7] & 0x0f) | 0x40
-  b[9] = (b[9] & 0x3f) | 0x80
-  local h = string.format(string.rep("%02x", 16), table.unpack(b))
-  return h:sub(1, 8) .. "-" .. h:sub(9, 12) .. "-" .. h:sub(13, 16) .. "-" .. h:sub(17, 20) .. "-" .. h:sub(21, 32)
-end
+dedicated.uuid = util.uuid
 
 --- Random URL-safe text of `n` bytes of entropy.
 function dedicated.random(n)
-  urandom = urandom or io.open("/dev/urandom", "rb")
-  return jwt.b64url(urandom:read(n))
+  return util.b64url(util.random_bytes(n))
 end
 
 -- Finds config.dedicated whether `new` was handed the whole sim config or one service's part.
@@ -188,7 +179,6 @@ function dedicated.bearer_user(st, req)
   if not token then return nil, "invalid" end
   local claims = jwt.verify(token, st.cfg.secret)
   if not claims then return nil, "invalid" end
-  claims = util.integers(claims)
   if type(claims.exp) ~= "number" or claims.exp <= dedicated.now() then return nil, "expired" end
   local user
   if claims.origin == "uaa" then
@@ -200,6 +190,29 @@ function dedicated.bearer_user(st, req)
   end
   if not user then return nil, "invalid" end
   return user, claims
+end
+
+--- The module and the method table of one of the four hosts (`host`: "api", "login", "iam",
+-- "registry"): `M.new(config, shared, whole)` makes the service on the shared state, and
+-- `svc:state()` is its snapshot. The host adds `Svc:handle(req)`.
+function dedicated.service(host)
+  local M, Svc = {}, {}
+  Svc.__index = Svc
+  function M.new(config, shared, whole)
+    return setmetatable({ st = dedicated.get(whole or config, shared) }, Svc)
+  end
+  function Svc:state()
+    return dedicated.snapshot(self.st, host)
+  end
+  return M, Svc
+end
+
+--- A token request's form body: params, list of {name, value}, and the names in order (an array).
+function dedicated.form(req)
+  local params, list = util.parse_form(req.body or "")
+  local names = util.array()
+  for i, kv in ipairs(list) do names[i] = kv[1] end
+  return params, list, names
 end
 
 --- A JSON-able snapshot for specs (never holds passwords; holds issued registry tokens).

@@ -26,7 +26,7 @@ function echo:handle(req)
     n = tonumber(n)
     if n > 64 * 1024 * 1024 then return util.error(400, "too_large", "at most 64 MiB") end
     local body = string.rep(alphabet, n // #alphabet + 1):sub(1, n)
-    return { status = 200, headers = { ["Content-Type"] = "application/octet-stream" }, body = body }
+    return util.response(200, "application/octet-stream", body)
   end
   if req.path == "/raise" then error("echo: raised on purpose") end
   local code = req.path:match("^/status/(%d%d%d)$")

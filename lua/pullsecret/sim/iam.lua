@@ -16,15 +16,9 @@ local dedicated = require "pullsecret.sim.dedicated"
 local jwt = require "pullsecret.sim.jwt"
 local util = require "pullsecret.sim.util"
 
-local M = {}
-local Svc = {}
-Svc.__index = Svc
+local M, Svc = dedicated.service("iam")
 
 local APIKEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
-
-function M.new(config, shared, whole)
-  return setmetatable({ st = dedicated.get(whole or config, shared) }, Svc)
-end
 
 local function iam_error(status, code, message)
   local rid = dedicated.uuid()
@@ -56,9 +50,7 @@ end
 
 function Svc:handle(req)
   local st = self.st
-  local params, list = util.parse_form(req.body or "")
-  local fields = util.array()
-  for i, kv in ipairs(list) do fields[i] = kv[1] end
+  local params, _, fields = dedicated.form(req)
   dedicated.record(st, "iam", req, { fields = fields })
   if req.path ~= "/identity/token" then
     return iam_error(404, "BXNIM0101E", "Not found: " .. req.path)
@@ -69,8 +61,7 @@ function Svc:handle(req)
   local auth = req.headers.authorization
   if not auth then return iam_error(400, "BXNIM0308E", "Missing client credentials") end
   if auth ~= "Basic Yng6Yng=" then return iam_error(401, "BXNIM0308E", "Client id or secret is invalid") end
-  local ctype = (req.headers["content-type"] or ""):lower()
-  if not ctype:find("^application/x%-www%-form%-urlencoded") then
+  if not util.is_form(req) then
     return iam_error(400, "BXNIM0109E", "Content-Type must be application/x-www-form-urlencoded")
   end
   local gt = params.grant_type
@@ -98,10 +89,6 @@ function Svc:handle(req)
     return iam_error(400, "BXNIM0109E", "Property missing or empty: grant_type")
   end
   return iam_error(400, "BXNIM0103E", "Unsupported grant type")
-end
-
-function Svc:state()
-  return dedicated.snapshot(self.st, "iam")
 end
 
 return M

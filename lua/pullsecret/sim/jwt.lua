@@ -9,7 +9,6 @@
 --     local claims, why = jwt.verify(t, "secret")   -- claims table, or nil and a reason
 --     jwt.hmac_sha256("key", "data")                -- 32 raw bytes
 --     jwt.hex(raw), jwt.b64url(raw), jwt.b64url_decode(s)
-local cjson = require "cjson.safe"
 local util = require "pullsecret.sim.util"
 
 local jwt = {}
@@ -78,20 +77,8 @@ local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 local B64_INDEX = {}
 for i = 1, #B64 do B64_INDEX[B64:sub(i, i)] = i - 1 end
 
---- base64url, no padding.
-function jwt.b64url(raw)
-  local out = {}
-  for i = 1, #raw, 3 do
-    local a, b, c = raw:byte(i, i + 2)
-    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
-    local chars = 2 + (b and 1 or 0) + (c and 1 or 0)
-    for j = 1, chars do
-      local v = (n >> (18 - 6 * (j - 1))) & 63
-      out[#out + 1] = B64:sub(v + 1, v + 1)
-    end
-  end
-  return table.concat(out)
-end
+--- base64url, no padding (pullsecret.sim.util's).
+jwt.b64url = util.b64url
 
 --- Strict base64url decode (padding tolerated); nil, reason on bad input.
 function jwt.b64url_decode(s)
@@ -134,11 +121,11 @@ function jwt.verify(token, secret)
   local h, p, s = token:match("^([%w%-_]+)%.([%w%-_]+)%.([%w%-_]+)$")
   if not h then return nil, "malformed" end
   local hjson = jwt.b64url_decode(h)
-  local header = hjson and cjson.decode(hjson)
+  local header = hjson and util.decode(hjson)
   if type(header) ~= "table" or header.alg ~= "HS256" then return nil, "unsupported algorithm" end
   if not same(s, jwt.b64url(jwt.hmac_sha256(secret, h .. "." .. p))) then return nil, "bad signature" end
   local pjson = jwt.b64url_decode(p)
-  local claims = pjson and cjson.decode(pjson)
+  local claims = pjson and util.decode(pjson)
   if type(claims) ~= "table" then return nil, "malformed" end
   return claims
 end

@@ -30,9 +30,10 @@
 -- Tables (Accept: ...;as=Table) are served for `kubectl get` without -o.
 --
 -- The service can also be driven without sockets: svc:handle{ method =, path =, query =, headers =, body = }.
-local json = require("pullsecret.kube").json
+local json = require "pullsecret.json"
 local P = require "pullsecret.sim.kube_patch"
 local S = require "pullsecret.sim.kube_select"
+local util = require "pullsecret.sim.util"
 
 local M = {}
 local Svc = {}
@@ -42,27 +43,13 @@ local ok_socket, socket = pcall(require, "socket")
 local now = ok_socket and socket.gettime or os.time
 
 ---------------------------------------------------------------------------------------------------
--- base64 (standard alphabet, strict padding, as Go's encoding/json decodes []byte)
+-- base64 (standard alphabet; decoding is strict about padding, as Go's encoding/json is for []byte)
 ---------------------------------------------------------------------------------------------------
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 local B64_INDEX = {}
 for i = 1, 64 do B64_INDEX[B64:byte(i)] = i - 1 end
 
-local function b64encode(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local q = {}
-    for j = 1, 4 do
-      local idx = (n >> (6 * (4 - j))) & 63
-      q[j] = B64:sub(idx + 1, idx + 1)
-    end
-    if not b then q[3], q[4] = "=", "=" elseif not c then q[4] = "=" end
-    out[#out + 1] = table.concat(q)
-  end
-  return table.concat(out)
-end
+local b64encode = util.b64
 
 local function b64decode(s)
   s = s:gsub("[\r\n]", "")
@@ -110,21 +97,14 @@ M.RESOURCES = RESOURCES
 
 local function rfc3339(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", t) end
 
-local function uuid()
-  local r = {}
-  for i = 1, 16 do r[i] = math.random(0, 255) end
-  r[7] = (r[7] & 0x0f) | 0x40
-  r[9] = (r[9] & 0x3f) | 0x80
-  return string.format("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", table.unpack(r))
-end
+local uuid = util.uuid
 
 ---------------------------------------------------------------------------------------------------
 -- responses
 ---------------------------------------------------------------------------------------------------
+-- JSON in the API server's key order (kind, apiVersion, metadata first).
 local function respond(code, tbl, headers)
-  local h = { ["Content-Type"] = "application/json" }
-  for k, v in pairs(headers or {}) do h[k] = v end
-  return { status = code, headers = h, body = assert(json.encode(tbl)) }
+  return util.response(code, "application/json", assert(json.encode(tbl)), headers)
 end
 
 local function status(code, reason, message, details, headers)
@@ -530,14 +510,7 @@ end
 -- "parity+in+(odd)"), the last value of a repeated name winning.
 local function parse_params(req)
   if req.query == nil then return req.params or {} end
-  local p = {}
-  for k, v in (req.query or ""):gmatch("([^&=]+)=?([^&]*)") do
-    local function dec(s)
-      return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-    end
-    p[dec(k)] = dec(v)
-  end
-  return p
+  return (util.parse_form(req.query))
 end
 
 local function cn_of(cert)
@@ -563,7 +536,7 @@ function Svc:authenticate(req)
   end
   local auth = header(req, "authorization")
   if type(auth) ~= "string" then return nil end
-  local tok = auth:match("^[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$")
+  local tok = util.bearer(req)
   if tok then
     for _, u in ipairs(self.users) do if u.token and u.token == tok then return u end end
     return nil
@@ -679,7 +652,7 @@ function Svc:handle(req)
       gitCommit = "0000000000000000000000000000000000000000", gitTreeState = "clean",
       buildDate = "2026-01-01T00:00:00Z", goVersion = "go1.23.0", compiler = "gc", platform = "linux/amd64" })
   elseif path == "/healthz" or path == "/livez" or path == "/readyz" then
-    return { status = 200, headers = { ["Content-Type"] = "text/plain" }, body = "ok" }
+    return util.response(200, "text/plain", "ok")
   elseif path == "/api" then
     return respond(200, { kind = "APIVersions", versions = json.array({ "v1" }),
       serverAddressByClientCIDRs = json.array({ { clientCIDR = "0.0.0.0/0",
@@ -760,10 +733,8 @@ function Svc:handle(req)
   local body = req.body or ""
   local strict = params.fieldValidation == "Strict"
   if verb == "create" then
-    local obj, bad = self:decode_object(body, ctype, res)
+    local obj, bad = self:decode_object(body, ctype, res, strict)
     if not obj then return bad end
-    local unknown = strict and strict_check(res, obj)
-    if unknown then return bad_request(unknown) end
     if obj.metadata.namespace and r.namespaced and obj.metadata.namespace ~= ns then
       return bad_request("the namespace of the provided object does not match the namespace sent on the request")
     end
@@ -771,10 +742,8 @@ function Svc:handle(req)
     if not e then return resp end
     return respond(201, self:render(e, true))
   elseif verb == "update" then
-    local obj, bad = self:decode_object(body, ctype, res)
+    local obj, bad = self:decode_object(body, ctype, res, strict)
     if not obj then return bad end
-    local unknown = strict and strict_check(res, obj)
-    if unknown then return bad_request(unknown) end
     return self:update(res, ns, name, obj, manager, dry, nil)
   else
     return self:patch(res, ns, name, ctype, body, manager, dry, params)
@@ -805,7 +774,8 @@ local function decode_body(body, ctype)
   return doc, why
 end
 
-function Svc.decode_object(_, body, ctype, res)
+-- The object of a create or update body: obj | nil, a 400 response (`strict`: unknown fields too).
+function Svc.decode_object(_, body, ctype, res, strict)
   local obj, why = decode_body(body, ctype)
   if not P.is_map(obj) then
     return nil, bad_request("the object provided is unrecognized: " .. tostring(why or "not a JSON object"))
@@ -821,6 +791,8 @@ function Svc.decode_object(_, body, ctype, res)
       "the API version in the data (%s) does not match the expected API version (v1)", tostring(obj.apiVersion)))
   end
   obj.metadata = P.is_map(obj.metadata) and obj.metadata or {}
+  local unknown = strict and strict_check(res, obj)
+  if unknown then return nil, bad_request(unknown) end
   return obj
 end
 

@@ -8,16 +8,11 @@
 --
 -- Ownership model: a manager owns leaf paths; a leaf is a scalar, a list (lists are atomic) or an
 -- empty map. Paths print as in the API server's conflict messages: ".data..dockerconfigjson".
-local json = require("pullsecret.kube").json
+local json = require "pullsecret.json"
 
 local P = {}
 
-local function copy(v)
-  if type(v) ~= "table" then return v end
-  local t = {}
-  for k, x in pairs(v) do t[k] = copy(x) end
-  return setmetatable(t, getmetatable(v))
-end
+local copy = json.copy
 P.copy = copy
 
 local function equal(a, b)

@@ -23,16 +23,10 @@ local dedicated = require "pullsecret.sim.dedicated"
 local jwt = require "pullsecret.sim.jwt"
 local util = require "pullsecret.sim.util"
 
-local M = {}
-local Svc = {}
-Svc.__index = Svc
+local M, Svc = dedicated.service("login")
 
 local SCOPES = { "cloud_controller.read", "cloud_controller.write", "openid", "password.write",
   "cloud_controller_service_permissions.read", "uaa.user" }
-
-function M.new(config, shared, whole)
-  return setmetatable({ st = dedicated.get(whole or config, shared) }, Svc)
-end
 
 local function uaa_error(status, code, description)
   return util.json(status, { error = code, error_description = description },
@@ -72,9 +66,7 @@ function Svc:handle(req)
     dedicated.record(st, "login", req)
     return util.json(404, { error = "not_found", error_description = "no such endpoint: " .. path })
   end
-  local params, list = util.parse_form(req.body or "")
-  local fields = util.array()
-  for i, kv in ipairs(list) do fields[i] = kv[1] end
+  local params, list, fields = dedicated.form(req)
   local grant = { fields = fields, grant_type = params.grant_type }
   st.grants.login[#st.grants.login + 1] = grant
   dedicated.record(st, "login", req, { fields = fields })
@@ -90,8 +82,7 @@ function Svc:handle(req)
   if auth ~= "Basic Y2Y6" then
     return uaa_error(401, "unauthorized", "Bad credentials")
   end
-  local ctype = (req.headers["content-type"] or ""):lower()
-  if not ctype:find("^application/x%-www%-form%-urlencoded") then
+  if not util.is_form(req) then
     return uaa_error(415, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
   end
   local accept = (req.headers.accept or "*/*"):lower()
@@ -153,10 +144,6 @@ function Svc:handle(req)
     return self:issue(r.user, req, "refresh_token", rt)
   end
   return uaa_error(400, "unsupported_grant_type", "Unsupported grant type: " .. gt)
-end
-
-function Svc:state()
-  return dedicated.snapshot(self.st, "login")
 end
 
 return M

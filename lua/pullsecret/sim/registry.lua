@@ -26,13 +26,7 @@ local dedicated = require "pullsecret.sim.dedicated"
 local jwt = require "pullsecret.sim.jwt"
 local util = require "pullsecret.sim.util"
 
-local M = {}
-local Svc = {}
-Svc.__index = Svc
-
-function M.new(config, shared, whole)
-  return setmetatable({ st = dedicated.get(whole or config, shared) }, Svc)
-end
+local M, Svc = dedicated.service("registry")
 
 local function crg(status, code, message)
   local rid = dedicated.uuid()
@@ -40,7 +34,7 @@ local function crg(status, code, message)
 end
 
 local function no_content()
-  return { status = 204, headers = { ["X-Request-Id"] = dedicated.uuid() }, body = "" }
+  return util.response(204, nil, "", { ["X-Request-Id"] = dedicated.uuid() })
 end
 
 local function public(t)
@@ -149,10 +143,6 @@ function Svc:handle(req)
     return no_content()
   end
   return crg(405, "CRG0007E", "Method not allowed.")
-end
-
-function Svc:state()
-  return dedicated.snapshot(self.st, "registry")
 end
 
 return M

@@ -483,8 +483,7 @@ function Server:_handle(conn, req)
   if fault then
     if fault.delay_ms and fault.delay_ms > 0 then server.sleep(fault.delay_ms / 1000) end
     if fault.oversize then
-      resp = { status = fault.status or 200, headers = { ["Content-Type"] = "application/octet-stream" },
-               body = string.rep("x", fault.oversize) }
+      resp = util.response(fault.status or 200, "application/octet-stream", string.rep("x", fault.oversize))
     elseif fault.status then
       resp = util.json(fault.status, { error = "simulated fault", status = fault.status })
     end

@@ -1,4 +1,4 @@
---- Helpers for simulated services: JSON and text responses, query and form parsing.
+--- Helpers for simulated services: responses, JSON, query and form parsing, base64, random ids.
 --
 -- A service's `handle(req)` returns a response table; these build the common ones.
 --
@@ -9,151 +9,49 @@
 --       return util.json(200, { page = page, items = util.array{} })   -- "items":[]
 --     end
 --
--- JSON is encoded here (not by cjson) so that the output is compact, deterministic
--- (object keys sorted), "/" is never escaped, integers print without ".0", and an
--- empty array can be told apart from an empty object (`util.array{}`).
--- `util.decode(s)` decodes with cjson.safe and turns integral floats back into integers.
-local cjson = require "cjson.safe"
+-- JSON is pullsecret.json's: compact and deterministic (object keys sorted), "/" never escaped,
+-- integers written without ".0" and decoded as integers, an empty array told apart from an empty
+-- object (`util.array{}`).
+local json = require "pullsecret.json"
 
 local util = {}
 
-local array_mt = { __name = "pullsecret.sim.array" }
-
 --- Marks `t` (default: a new table) as a JSON array, so that an empty one encodes as `[]`.
-function util.array(t)
-  return setmetatable(t or {}, array_mt)
-end
+util.array = json.array
 
---- The JSON null value (as cjson.safe decodes it).
-util.null = cjson.null
-
-local escapes = {
-  ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
-  ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
-}
-
-local function encode_string(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    return escapes[c] or string.format("\\u%04x", c:byte())
-  end) .. '"'
-end
-
-local function is_array(t)
-  if getmetatable(t) == array_mt then return true end
-  local n = #t
-  if n == 0 then return false end
-  local count = 0
-  for _ in pairs(t) do count = count + 1 end
-  return count == n
-end
-
-local encode_value
-
-local function encode_table(t, out, depth)
-  if depth > 64 then error("util.encode: nesting too deep (cycle?)", 0) end
-  if is_array(t) then
-    out[#out + 1] = "["
-    for i = 1, #t do
-      if i > 1 then out[#out + 1] = "," end
-      encode_value(t[i], out, depth + 1)
-    end
-    out[#out + 1] = "]"
-    return
-  end
-  local keys = {}
-  for k in pairs(t) do
-    if type(k) ~= "string" and type(k) ~= "number" then
-      error("util.encode: cannot encode a " .. type(k) .. " key", 0)
-    end
-    keys[#keys + 1] = tostring(k)
-  end
-  table.sort(keys)
-  out[#out + 1] = "{"
-  for i, k in ipairs(keys) do
-    if i > 1 then out[#out + 1] = "," end
-    out[#out + 1] = encode_string(k)
-    out[#out + 1] = ":"
-    local v = t[k]
-    if v == nil then v = t[tonumber(k)] end
-    encode_value(v, out, depth + 1)
-  end
-  out[#out + 1] = "}"
-end
-
-function encode_value(v, out, depth)
-  local tv = type(v)
-  if tv == "string" then
-    out[#out + 1] = encode_string(v)
-  elseif tv == "number" then
-    if math.type(v) == "integer" then
-      out[#out + 1] = string.format("%d", v)
-    elseif v ~= v or v == math.huge or v == -math.huge then
-      out[#out + 1] = "null"
-    elseif v == math.floor(v) and math.abs(v) < 2^53 then
-      out[#out + 1] = string.format("%d", math.tointeger(v))
-    else
-      out[#out + 1] = string.format("%.17g", v)
-    end
-  elseif tv == "boolean" then
-    out[#out + 1] = v and "true" or "false"
-  elseif v == nil or v == cjson.null then
-    out[#out + 1] = "null"
-  elseif tv == "table" then
-    encode_table(v, out, depth)
-  else
-    error("util.encode: cannot encode a " .. tv, 0)
-  end
-end
+--- The JSON null value (cjson's, as pullsecret.json decodes it).
+util.null = json.null
 
 --- Encodes a Lua value as compact JSON (keys sorted, "/" not escaped).
--- Raises on values JSON cannot hold (functions, cycles).
+-- Raises on values JSON cannot hold (functions, cycles, NaN).
 function util.encode(v)
-  local out = {}
-  encode_value(v, out, 0)
-  return table.concat(out)
+  local text, err = json.encode(v, { order = "sorted" })
+  if not text then error("util.encode: " .. err, 2) end
+  return text
 end
 
 --- Turns integral floats into integers, recursively (cjson under Lua 5.4 decodes every number as a float).
-function util.integers(v)
-  if type(v) == "number" then
-    return math.tointeger(v) or v
-  elseif type(v) == "table" then
-    for k, x in pairs(v) do v[k] = util.integers(x) end
-  end
-  return v
-end
+function util.integers(v) return json.integers(v) end
 
---- Decodes JSON text: value | nil, message.
-function util.decode(s)
-  if type(s) ~= "string" then return nil, "not a string" end
-  local v, err = cjson.decode(s)
-  if v == nil then return nil, err end
-  return util.integers(v)
-end
+--- Decodes JSON text: value | nil, message (arrays marked, integers as integers).
+util.decode = json.decode
 
-local function with_headers(resp, headers)
-  if headers then
-    for k, v in pairs(headers) do resp.headers[k] = v end
-  end
-  return resp
+--- A response: `util.response(200, "text/plain", "ok" [, headers])` (the headers are added to
+-- the Content-Type, which is left out when `content_type` is nil).
+function util.response(status, content_type, body, headers)
+  local h = { ["Content-Type"] = content_type }
+  for k, v in pairs(headers or {}) do h[k] = v end
+  return { status = status, headers = h, body = body }
 end
 
 --- A JSON response: `util.json(200, tbl [, headers])`.
 function util.json(status, tbl, headers)
-  return with_headers({
-    status = status,
-    headers = { ["Content-Type"] = "application/json" },
-    body = util.encode(tbl),
-  }, headers)
+  return util.response(status, "application/json", util.encode(tbl), headers)
 end
 
 --- A plain-text response: `util.text(404, "not found\n" [, headers])`.
 function util.text(status, s, headers)
-  return with_headers({
-    status = status,
-    headers = { ["Content-Type"] = "text/plain; charset=utf-8" },
-    body = s or "",
-  }, headers)
+  return util.response(status, "text/plain; charset=utf-8", s or "", headers)
 end
 
 --- A JSON error body in the sim's common shape: {"error":code,"message":msg}.
@@ -194,6 +92,12 @@ end
 --- Parses an application/x-www-form-urlencoded body ("+" is a space): params, list.
 function util.parse_form(s)
   return parse_pairs(s, true)
+end
+
+--- True when the request's Content-Type is application/x-www-form-urlencoded.
+function util.is_form(req)
+  local ctype = (req.headers and req.headers["content-type"] or ""):lower()
+  return ctype:find("^application/x%-www%-form%-urlencoded") ~= nil
 end
 
 --- Encodes an ordered list of {name, value} pairs as a form body (space as "+").
@@ -248,6 +152,21 @@ function util.unb64(s)
     out[#out + 1] = bytes:sub(1, k - 1)
   end
   return table.concat(out)
+end
+
+local urandom
+--- `n` random bytes (from /dev/urandom).
+function util.random_bytes(n)
+  urandom = urandom or assert(io.open("/dev/urandom", "rb"))
+  return urandom:read(n)
+end
+
+--- A random (version 4) UUID.
+function util.uuid()
+  local b = { util.random_bytes(16):byte(1, 16) }
+  b[7] = (b[7] & 0x0f) | 0x40
+  b[9] = (b[9] & 0x3f) | 0x80
+  return string.format("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", table.unpack(b))
 end
 
 --- An HTTP date (IMF-fixdate) for `t` (default: now).
