@@ -9,6 +9,9 @@
 --      multiplexed on one connection.
 --   4. Writing a pull secret to K namespaces with pullsecret.kube, against the time
 --      client-go's default throttle (5 requests/s, burst 10) needs for the same requests.
+--   5. The whole procedure (pullsecret.run: login, token, then read, describe, write and read
+--      back the secret in K namespaces) with concurrency 1 versus 16, each Kubernetes answer
+--      delayed by DELAY_MS (a stand-in for a remote API server).
 local core = require "pullsecret.core"
 local sim = require "pullsecret.sim"
 local socket = require "socket"
@@ -119,6 +122,33 @@ local ok, err = pcall(function()
   line(string.format("4. pull secret into %d namespaces (%d requests)", K, requests), "client-go 5/s", throttle,
     "pullsecret", t)
   k:close()
+
+  -- 5. pullsecret.run into K namespaces, concurrency 1 versus 16
+  local nss = {}
+  for i = 1, K do nss[i] = "ns-" .. i end
+  local s5 = sim.start{ services = { api = true, login = true, iam = true, registry = true,
+                                     kube = { namespaces = nss } } }
+  local ok5, err5 = pcall(function()
+    s5:fault{ listener = "kube", path = ".*", delay_ms = DELAY_MS }   -- no status: the normal answer, late
+    local function fan_out(concurrency)
+      s5:reset_stats()
+      local secs = timed(function()
+        assert(require("pullsecret").run{ api = s5.urls.api, username = "demo@example.com",
+          password = "demo-password", org = "demo-org", registry = s5.urls.registry, ca_file = s5.ca_file,
+          kubeconfig = s5.kubeconfig, namespaces = nss, secret_name = "regtok-" .. concurrency,
+          docker_email = "a@b.c", concurrency = concurrency })
+      end)
+      return secs, s5:stats().requests.kube
+    end
+    local t1, n1 = fan_out(1)
+    local t16, n16 = fan_out(CONCURRENCY)
+    assert(n1 == n16, "both runs make the same requests")
+    line(string.format("5. pullsecret.run into %d namespaces", K), "concurrency 1", t1,
+      "concurrency " .. CONCURRENCY, t16)
+    print(string.format("   each run: login, a new token, %d Kubernetes requests answered after %d ms", n1, DELAY_MS))
+  end)
+  s5:stop()
+  if not ok5 then error(err5, 0) end
 end)
 s:stop()
 if not ok then

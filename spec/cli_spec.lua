@@ -204,6 +204,7 @@ describe("pullsecret usage", function()
       { { "run", "--secret-name", "s", "-o", "xml" }, "argument for option '%-o' must be one of" },
       { { "login", "--api", "api.example.com", "--username", "u", "--sso" }, "choose one way to log in" },
       { { "run", "--secret-name", "s", "--org", "o" }, "no credentials: give %-%-username" },
+      { { "run", "--secret-name", "s", "--concurrency", "0" }, "%-%-concurrency takes a whole number from 1 to 1024" },
     }
     for _, c in ipairs(cases) do
       local r = pullsecret(c[1], { home = home })
@@ -409,7 +410,7 @@ describe("pullsecret run against the simulator", function()
   end)
 
   it("-o name and several namespaces with repeated -n; -v logs each request on stderr", function()
-    local r = run({ "-n", "apps", "-o", "name", "-v" })
+    local r = run({ "-n", "apps", "-o", "name", "-v", "--concurrency", "2" })
     assert.equal(0, r.code, r.err)
     assert.equal("secret/regcred\nsecret/regcred\npod/web\npod/web\n", r.out)
     assert.truthy(r.err:find("pullsecret: GET " .. s.urls.api .. "/v2/info %-> 200 %(%d+ ms%)"))

@@ -547,6 +547,7 @@ Examples:
   run:option("--pod-template", "Pod template to apply (step 7)."):argname("FILE")
   run:option("--set", "Placeholder value for the pod template; repeat it."):count("*"):argname("KEY=VALUE")
   run:flag("--dry-run", "Log in and read, mint and write nothing; -o shows what would be applied.")
+  run:option("--concurrency", "Kubernetes requests in flight at once (default 16)."):argname("N")
   opt_cacert(run)
   opt_kube(run, true)
   opt_output(run, { "json", "yaml", "name" })
@@ -1158,6 +1159,12 @@ function commands.run(ctx, a)
     rotate = a.rotate or nil, dry_run = a.dry_run or nil, replace_type = a.replace_type or nil,
     log = ctx.log }
   if #a.service_account > 0 then opts.service_accounts = a.service_account end
+  if a.concurrency then
+    opts.concurrency = math.tointeger(tonumber(a.concurrency))
+    if not opts.concurrency or opts.concurrency < 1 or opts.concurrency > 1024 then
+      return nil, usage("--concurrency takes a whole number from 1 to 1024")
+    end
+  end
   -- namespaces
   local nss, seen = {}, {}
   local function add_ns(n)

@@ -15,7 +15,7 @@
 -- kube.new{ kubeconfig =, context =, namespace =, config = <a loaded kubeconfig object>,
 --           log = function(line) end, on_event = function(ev) end, retry = { attempts = 4, ... },
 --           http = <an existing pullsecret.http object>, field_manager = "pullsecret",
---           identity = nil } -> client | nil, err
+--           identity = nil, concurrency = 16 } -> client | nil, err
 --   The configuration is `config`, else pullsecret.kubeconfig.load{ kubeconfig =, context =, namespace = }.
 --   client.namespace     the default namespace (option, else the kubeconfig context's, else "default")
 --   Messages name who we are with `identity`, else cfg:identity() ('user "admin" (context "prod")'),
@@ -44,6 +44,32 @@
 --                                                 -> { action = "added"|"present", object = sa, attempts = n }
 --   kube.b64_size(b64_text) -> the decoded size in bytes (describe_secrets never decodes values)
 --   client:close()
+--
+-- Batches: many requests at once over the C core's one connection cache (HTTP/2 streams on one
+-- connection when the server speaks it, else parallel HTTP/1.1 connections kept alive), at most
+-- `concurrency` in flight (the per-call option, else kube.new's, else kube.CONCURRENCY = 16).
+--   client:batch({ spec, ... }, { concurrency = 16 })   each spec what client:request takes
+--   client:get_many(refs, opts)    client:list_many({ list_opts, ... }, opts)
+--   client:apply_many(objs, opts)  client:replace_many(objs, opts)   client:delete_many(refs, opts)
+--   client:describe_secrets_many(namespaces, opts)
+--   client:upsert_secret_many(secrets, opts)        opts: upsert_secret's
+--   client:add_pull_secret_many({ { namespace =, service_account =, secret_name = }, ... }, opts)
+-- All answer a list in input order: results[i] = { obj = <what the one-object method answers first>,
+-- res = <the response>, status = <apply_many: the HTTP status> } or { err = err }. A failure never
+-- stops the others. Each request is the one the one-object method sends, with the same errors,
+-- the same 401 -> cfg:invalidate() -> one more try (the 401 ones, together), and pullsecret.http's
+-- retries in rounds (429 and 503 for every method, honouring Retry-After). Steps that need a read
+-- before a write (upsert_secret: GET, then apply; add_pull_secret: GET, then PUT, 409 -> again) do
+-- each phase as one batch. The one-object methods are these with a list of one.
+--
+--     local got = k:get_many({ { kind = "Secret", namespace = "a", name = "icr" },
+--                              { kind = "Secret", namespace = "b", name = "icr" } }, { concurrency = 8 })
+--     for i, x in ipairs(got) do
+--       if x.err then print(x.err.code, x.err) else print(x.obj.metadata.namespace, x.res.status) end
+--     end
+--     local secrets = {}
+--     for i, ns in ipairs(namespaces) do secrets[i] = manifest.pull_secret{ namespace = ns, ... } end
+--     for i, x in ipairs(k:upsert_secret_many(secrets)) do print(namespaces[i], x.obj and x.obj.action or x.err) end
 -- Failures are `nil, err` (pullsecret.errors): Status answers give kind "kube" with `reason`
 -- ("NotFound", "Conflict", "Forbidden"...), `code` (= `status`, the HTTP status), `details`,
 -- `server_message`, `verb`, `resource`, `name`, `namespace`; transport problems keep the kinds of
@@ -61,6 +87,9 @@ local json = require "pullsecret.json"
 local kube = {}
 
 kube.json = json
+
+--- How many requests a batch keeps in flight unless told otherwise.
+kube.CONCURRENCY = 16
 
 ---------------------------------------------------------------------------------------------------
 -- kinds and paths
@@ -114,6 +143,10 @@ end
 --- A client. See the module header for the options.
 function kube.new(opts)
   opts = check_opts("kube.new", opts)
+  local n = opts.concurrency
+  if n ~= nil and (math.type(n) ~= "integer" or n < 1 or n > 1024) then
+    error("kube.new: concurrency must be an integer from 1 to 1024", 2)
+  end
   local cfg = opts.config
   if not cfg then
     local kubeconfig = require "pullsecret.kubeconfig"
@@ -135,6 +168,7 @@ function kube.new(opts)
     log = opts.log, on_event = opts.on_event, retry = opts.retry,
     own_http = opts.http == nil,
     http = opts.http,
+    concurrency = opts.concurrency or kube.CONCURRENCY,
     discovered = {},
   }, Client)
   if not self.http then
@@ -215,6 +249,125 @@ local function status_error(self, res, body, ctx)
     retry_after = res.headers and res.headers["retry-after"] or nil })
 end
 
+-- Batches. The helpers below that take `level` raise argument errors at that level as their
+-- caller sees it (2 from a public method: the user's call).
+
+-- The concurrency of a batch: opts.concurrency, else the client's.
+local function concurrency_of(self, fn, opts, level)
+  local n = opts and opts.concurrency
+  if n == nil then return self.concurrency end
+  if math.type(n) ~= "integer" or n < 1 or n > 1024 then
+    error(fn .. ": concurrency must be an integer from 1 to 1024", level + 1)
+  end
+  return n
+end
+
+-- One request made ready to send: { method, url, body, content_type, idempotent, ctx }, or
+-- { err = err } when its body cannot be encoded.
+local function prepare(self, spec, fn, level)
+  if type(spec) ~= "table" then error(fn .. ": expected a request table", level + 1) end
+  if type(spec.path) ~= "string" then error(fn .. ": path must be a string", level + 1) end
+  local body = spec.body
+  if type(body) == "table" then
+    local err
+    body, err = json.encode(body)
+    if not body then return { err = errors.new("input", "cannot encode the request body: " .. tostring(err)) } end
+  end
+  local method = spec.method or "GET"
+  return { method = method, url = self.base_url .. spec.path .. query_string(spec.query), body = body,
+           content_type = spec.content_type, idempotent = spec.idempotent,
+           ctx = spec.ctx or { verb = method:lower(), path = spec.path } }
+end
+
+-- Sends prepared requests, all at once when there are several (pullsecret.http's batch: 429 and
+-- 5xx retried there), each with the current credentials; the ones answered 401 are sent once
+-- more after cfg:invalidate(). Returns, in order, the response or { error = err } of each.
+function Client:_send(preps, concurrency)
+  local out, todo = {}, {}
+  for i = 1, #preps do todo[i] = i end
+  local function fail_all(err)
+    for _, i in ipairs(todo) do out[i] = { error = err } end
+    return out
+  end
+  for attempt = 1, 2 do
+    if #todo == 0 then break end
+    if self.own_http and self.config.generation ~= self.generation then
+      -- an exec plugin handed out a new credential (maybe a client certificate): new TLS client
+      local ok, cerr = self:connect()
+      if not ok then return fail_all(cerr) end
+    end
+    local auth, aerr = self.config:auth_header()
+    if aerr then return fail_all(aerr) end
+    local reqs = {}
+    for j, i in ipairs(todo) do
+      local p = preps[i]
+      local headers = { ["Accept"] = "application/json" }
+      if p.body then headers["Content-Type"] = p.content_type or "application/json" end
+      if auth then headers["Authorization"] = auth end
+      reqs[j] = { method = p.method, url = p.url, headers = headers, body = p.body, idempotent = p.idempotent }
+    end
+    local results
+    if #reqs == 1 then
+      local res, err = self.http:request(reqs[1])
+      results = { res or { error = err } }
+    else
+      results = self.http:batch(reqs, { concurrency = concurrency })
+    end
+    local again = {}
+    for j, i in ipairs(todo) do
+      local r = results[j] or { error = errors.new("transport", "no result") }
+      out[i] = r
+      if attempt == 1 and r.error == nil and r.status == 401 then again[#again + 1] = i end
+    end
+    todo = again
+    if #todo > 0 then
+      -- credentials may have expired or rotated: forget cached ones and try once more
+      if self.config.invalidate then self.config:invalidate() end
+      if self.own_http and type(self.config.auth) == "table" and self.config.auth.method == "exec" then
+        local ok, cerr = self:connect()     -- the plugin may hand out a new client certificate
+        if not ok then return fail_all(cerr) end
+      end
+    end
+  end
+  return out
+end
+
+-- What one answer means: decoded body (or {} for an empty one), res | nil, err.
+local function answer(self, p, r)
+  if r.error then return nil, r.error end
+  local decoded = json.decode(r.body or "")
+  if r.status >= 400 then return nil, status_error(self, r, decoded, p.ctx) end
+  if decoded == nil then
+    if (r.body or "") == "" then return {}, r end
+    return nil, errors.new("protocol", string.format("%s: the API server answered %d with a body that is not JSON",
+      describe_op(p.ctx), r.status), { status = r.status })
+  end
+  return decoded, r
+end
+
+-- Runs prepared requests (an entry { err = err } is a request that failed before it was sent):
+-- results in order, { obj = decoded, res = response } or { err = err }.
+function Client:_perform(preps, concurrency)
+  local out, idx, send = {}, {}, {}
+  for i, p in ipairs(preps) do
+    if p.err then out[i] = { err = p.err } else idx[#idx + 1] = i; send[#send + 1] = p end
+  end
+  if #send == 0 then return out end
+  local raw = self:_send(send, concurrency)
+  for j, i in ipairs(idx) do
+    local obj, res = answer(self, send[j], raw[j])
+    out[i] = obj and { obj = obj, res = res } or { err = res }
+  end
+  return out
+end
+
+-- The first result of a list of results as a method's return values: obj, res | nil, err.
+local function one(results)
+  local x = results[1]
+  if x.err then return nil, x.err end
+  return x.obj, x.res
+end
+
 --- A raw request. opts: method, path ("/api/v1/..."), query (table), body (table or string),
 -- content_type, idempotent (passed to pullsecret.http), ctx (for messages: { verb =, resource =,
 -- name =, namespace = }).
@@ -223,46 +376,19 @@ function Client:request(opts)
   opts = check_opts("client:request", opts)
   if type(opts.path) ~= "string" then error("client:request: path must be a string", 2) end
   if not self.http then error("client is closed", 2) end
-  local body = opts.body
-  if type(body) == "table" then
-    local err
-    body, err = json.encode(body)
-    if not body then return nil, errors.new("input", "cannot encode the request body: " .. tostring(err)) end
-  end
-  local method = opts.method or "GET"
-  local url = self.base_url .. opts.path .. query_string(opts.query)
-  local ctx = opts.ctx or { verb = method:lower(), path = opts.path }
-  local res, err
-  for attempt = 1, 2 do
-    if self.own_http and self.config.generation ~= self.generation then
-      -- an exec plugin handed out a new credential (maybe a client certificate): new TLS client
-      local ok, cerr = self:connect()
-      if not ok then return nil, cerr end
-    end
-    local headers = { ["Accept"] = "application/json" }
-    if body then headers["Content-Type"] = opts.content_type or "application/json" end
-    local auth, aerr = self.config:auth_header()
-    if aerr then return nil, aerr end
-    if auth then headers["Authorization"] = auth end
-    res, err = self.http:request{ method = method, url = url, headers = headers, body = body,
-                                  idempotent = opts.idempotent }
-    if not res then return nil, err end
-    if res.status ~= 401 or attempt == 2 then break end
-    -- credentials may have expired or rotated: forget cached ones and try once more
-    if self.config.invalidate then self.config:invalidate() end
-    if self.own_http and type(self.config.auth) == "table" and self.config.auth.method == "exec" then
-      local ok, cerr = self:connect()     -- the plugin may hand out a new client certificate
-      if not ok then return nil, cerr end
-    end
-  end
-  local decoded = json.decode(res.body or "")
-  if res.status >= 400 then return nil, status_error(self, res, decoded, ctx) end
-  if decoded == nil then
-    if (res.body or "") == "" then return {}, res end
-    return nil, errors.new("protocol", string.format("%s: the API server answered %d with a body that is not JSON",
-      describe_op(ctx), res.status), { status = res.status })
-  end
-  return decoded, res
+  return one(self:_perform({ prepare(self, opts, "client:request", 2) }, 1))
+end
+
+--- Many raw requests at once (see the module header): results in input order, each
+-- { obj = decoded, res = response } or { err = err }.
+function Client:batch(specs, opts)
+  if type(specs) ~= "table" then error("client:batch: expected a list of requests", 2) end
+  opts = check_opts("client:batch", opts)
+  if not self.http then error("client is closed", 2) end
+  local n = concurrency_of(self, "client:batch", opts, 2)
+  local preps = {}
+  for i, spec in ipairs(specs) do preps[i] = prepare(self, spec, "client:batch", 2) end
+  return self:_perform(preps, n)
 end
 
 -- Resolves { api_version, kind } to { api_version, resource, namespaced }.
@@ -330,8 +456,8 @@ local function need_name(r, verb)
 end
 
 -- The reference and the path of one named object, for method `fn` doing `verb`: r, path | nil, err.
-local function item_ref(self, ref, fn, verb)
-  local r, err = ref_of(self, ref, fn, 4)
+local function item_ref(self, ref, fn, verb, level)
+  local r, err = ref_of(self, ref, fn, level + 2)
   if not r then return nil, err end
   local path = item_path(r)
   if not path then return nil, need_name(r, verb) end
@@ -356,44 +482,110 @@ local function with_type(obj, r)
   return obj
 end
 
--- What client:request answered about `r`, with kind and apiVersion filled in: obj | nil, err.
-local function typed(r, obj, err)
-  if not obj then return nil, err end
-  return with_type(obj, r)
+-- One request per named object (or reference) of `items`, sent together: results as client:batch,
+-- each obj with kind and apiVersion filled in unless raw. build(r, path, item) -> request spec.
+local function per_object(self, items, fn, verb, level, concurrency, build, raw)
+  if type(items) ~= "table" then error(fn .. ": expected a list", level + 1) end
+  if not self.http then error("client is closed", level + 1) end
+  local preps, refs = {}, {}
+  for i, item in ipairs(items) do
+    local r, path = item_ref(self, item, fn, verb, level + 1)
+    if r then
+      refs[i] = r
+      preps[i] = prepare(self, build(r, path, item), fn, level + 1)
+    else
+      preps[i] = { err = path }
+    end
+  end
+  local out = self:_perform(preps, concurrency)
+  if not raw then
+    for i, x in ipairs(out) do if x.obj then with_type(x.obj, refs[i]) end end
+  end
+  return out
 end
+
+-- one() for methods that answer the object alone: obj | nil, err.
+local function one_obj(results)
+  local obj, err = one(results)
+  if not obj then return nil, err end
+  return obj
+end
+
+local function get_spec(r, path) return { path = path, ctx = ctx_of(r, "get") } end
 
 --- GET one object.
 function Client:get(ref)
-  local r, path = item_ref(self, ref, "client:get", "get")
-  if not r then return nil, path end
-  return typed(r, self:request{ path = path, ctx = ctx_of(r, "get") })
+  return one_obj(per_object(self, { ref }, "client:get", "get", 2, 1, get_spec))
+end
+
+--- GET many objects at once: results as client:batch.
+function Client:get_many(refs, opts)
+  opts = check_opts("client:get_many", opts)
+  return per_object(self, refs, "client:get_many", "get", 2, concurrency_of(self, "client:get_many", opts, 2),
+    get_spec)
+end
+
+-- LIST every option table of `lists`, following `continue` until the end; the pages of all the
+-- lists are fetched together, round after round. Results as client:batch; obj = the array of objects.
+local function list_all(self, lists, fn, level, concurrency)
+  if type(lists) ~= "table" then error(fn .. ": expected a list of option tables", level + 1) end
+  if not self.http then error("client is closed", level + 1) end
+  local out, state, pending = {}, {}, {}
+  for i, o in ipairs(lists) do
+    if type(o) ~= "table" then error(fn .. ": options must be a table", level + 1) end
+    local ref = { api_version = o.api_version, kind = o.kind, namespace = o.namespace or nil }
+    local r, err = ref_of(self, ref, fn, level + 2)
+    if r then
+      local all = o.namespace == false
+      state[i] = { r = r, o = o, path = collection_path(r, all), items = json.array({}),
+                   ctx = { verb = "list", resource = r.resource, namespace = (not all) and r.namespace or nil } }
+      pending[#pending + 1] = i
+    else
+      out[i] = { err = err }
+    end
+  end
+  for _ = 1, 100000 do
+    if #pending == 0 then break end
+    local preps = {}
+    for j, i in ipairs(pending) do
+      local st = state[i]
+      preps[j] = prepare(self, { path = st.path, ctx = st.ctx, query = {
+        labelSelector = st.o.label_selector, fieldSelector = st.o.field_selector,
+        limit = tostring(st.o.limit or 500), ["continue"] = st.cont } }, fn, level + 1)
+    end
+    local pages = self:_perform(preps, concurrency)
+    local again = {}
+    for j, i in ipairs(pending) do
+      local x, st = pages[j], state[i]
+      if x.err then
+        out[i] = { err = x.err }
+      else
+        local page = x.obj
+        for _, item in ipairs(type(page.items) == "table" and page.items or {}) do
+          st.items[#st.items + 1] = with_type(item, st.r)
+        end
+        local meta = type(page.metadata) == "table" and page.metadata or {}
+        st.items.resource_version = meta.resourceVersion
+        st.cont = meta["continue"]
+        if type(st.cont) == "string" and st.cont ~= "" then again[#again + 1] = i end
+        out[i] = { obj = st.items, res = x.res }
+      end
+    end
+    pending = again
+  end
+  return out
 end
 
 --- LIST with selectors, following `continue` until the end. Returns an array of objects.
 function Client:list(opts)
   opts = check_opts("client:list", opts)
-  local ref = { api_version = opts.api_version, kind = opts.kind, namespace = opts.namespace or nil }
-  local r, err = ref_of(self, ref, "client:list")
-  if not r then return nil, err end
-  local all = opts.namespace == false
-  local path = collection_path(r, all)
-  local items = json.array({})
-  local cont
-  local ctx = { verb = "list", resource = r.resource, namespace = (not all) and r.namespace or nil }
-  for _ = 1, 100000 do
-    local page, perr = self:request{ path = path, ctx = ctx, query = {
-      labelSelector = opts.label_selector, fieldSelector = opts.field_selector,
-      limit = tostring(opts.limit or 500), ["continue"] = cont } }
-    if not page then return nil, perr end
-    for _, item in ipairs(type(page.items) == "table" and page.items or {}) do
-      items[#items + 1] = with_type(item, r)
-    end
-    local meta = type(page.metadata) == "table" and page.metadata or {}
-    items.resource_version = meta.resourceVersion
-    cont = meta["continue"]
-    if type(cont) ~= "string" or cont == "" then break end
-  end
-  return items
+  return one_obj(list_all(self, { opts }, "client:list", 2, 1))
+end
+
+--- Many LISTs at once (each an option table of client:list): results as client:batch.
+function Client:list_many(lists, opts)
+  opts = check_opts("client:list_many", opts)
+  return list_all(self, lists, "client:list_many", 2, concurrency_of(self, "client:list_many", opts, 2))
 end
 
 --- POST an object.
@@ -403,38 +595,64 @@ function Client:create(obj, opts)
   if not r then return nil, err end
   local body = with_type(json.copy(obj), r)
   if r.namespaced then body.metadata = body.metadata or {}; body.metadata.namespace = r.namespace end
-  return typed(r, self:request{ method = "POST", path = collection_path(r), body = body,
-    query = write_query(self, opts), ctx = ctx_of(r, "create") })
+  local res_obj, res = self:request{ method = "POST", path = collection_path(r), body = body,
+    query = write_query(self, opts), ctx = ctx_of(r, "create") }
+  if not res_obj then return nil, res end
+  return with_type(res_obj, r)
+end
+
+-- PUTs of `objs`, together.
+local function replace_all(self, objs, opts, fn, level, concurrency)
+  return per_object(self, objs, fn, "replace", level + 1, concurrency, function(r, path, obj)
+    return { method = "PUT", path = path, body = with_type(json.copy(obj), r),
+             query = write_query(self, opts), ctx = ctx_of(r, "update") }
+  end)
 end
 
 --- PUT an object (a metadata.resourceVersion makes it conditional: 409 Conflict when stale).
 function Client:replace(obj, opts)
   opts = check_opts("client:replace", opts)
-  local r, path = item_ref(self, obj, "client:replace", "replace")
-  if not r then return nil, path end
-  local body = with_type(json.copy(obj), r)
-  return typed(r, self:request{ method = "PUT", path = path, body = body,
-    query = write_query(self, opts), ctx = ctx_of(r, "update") })
+  return one_obj(replace_all(self, { obj }, opts, "client:replace", 2, 1))
+end
+
+--- PUT many objects at once: results as client:batch.
+function Client:replace_many(objs, opts)
+  opts = check_opts("client:replace_many", opts)
+  return replace_all(self, objs, opts, "client:replace_many", 2,
+    concurrency_of(self, "client:replace_many", opts, 2))
 end
 
 local SERVER_SET = { "uid", "resourceVersion", "creationTimestamp", "managedFields", "generation",
                      "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds" }
 
+-- Server-side applies of `objs`, together; each result also has `status` (201 when created).
+local function apply_all(self, objs, opts, fn, level, concurrency)
+  local out = per_object(self, objs, fn, "apply", level + 1, concurrency, function(r, path, obj)
+    local body = with_type(json.copy(obj), r)
+    body.metadata = body.metadata or {}
+    for _, k in ipairs(SERVER_SET) do body.metadata[k] = nil end
+    body.status = nil
+    if r.namespaced then body.metadata.namespace = r.namespace end
+    return { method = "PATCH", path = path, body = body, content_type = "application/apply-patch+yaml",
+             idempotent = true, query = write_query(self, opts, { force = opts.force and "true" or nil }),
+             ctx = ctx_of(r, "apply") }
+  end)
+  for _, x in ipairs(out) do if x.res then x.status = x.res.status end end
+  return out
+end
+
 --- Server-side apply. Returns the object and the HTTP status (201 when it was created).
 function Client:apply(obj, opts)
   opts = check_opts("client:apply", opts)
-  local r, path = item_ref(self, obj, "client:apply", "apply")
-  if not r then return nil, path end
-  local body = with_type(json.copy(obj), r)
-  body.metadata = body.metadata or {}
-  for _, k in ipairs(SERVER_SET) do body.metadata[k] = nil end
-  body.status = nil
-  if r.namespaced then body.metadata.namespace = r.namespace end
-  local res_obj, res = self:request{ method = "PATCH", path = path, body = body,
-    content_type = "application/apply-patch+yaml", idempotent = true,
-    query = write_query(self, opts, { force = opts.force and "true" or nil }), ctx = ctx_of(r, "apply") }
-  if not res_obj then return nil, res end
-  return with_type(res_obj, r), res.status
+  local x = apply_all(self, { obj }, opts, "client:apply", 2, 1)[1]
+  if x.err then return nil, x.err end
+  return x.obj, x.status
+end
+
+--- Server-side apply of many objects at once: results as client:batch, plus `status`.
+function Client:apply_many(objs, opts)
+  opts = check_opts("client:apply_many", opts)
+  return apply_all(self, objs, opts, "client:apply_many", 2, concurrency_of(self, "client:apply_many", opts, 2))
 end
 
 local PATCH_TYPES = { merge = "application/merge-patch+json", strategic = "application/strategic-merge-patch+json",
@@ -448,19 +666,30 @@ function Client:patch(ref, patch, opts)
   if type(patch) ~= "table" and type(patch) ~= "string" then
     error("client:patch: patch must be a table or a string", 2)
   end
-  local r, path = item_ref(self, ref, "client:patch", "patch")
-  if not r then return nil, path end
   if opts.type == "json" and type(patch) == "table" then patch = json.array(patch) end
-  return typed(r, self:request{ method = "PATCH", path = path, body = patch, content_type = ctype,
-    query = write_query(self, opts), ctx = ctx_of(r, "patch") })
+  return one_obj(per_object(self, { ref }, "client:patch", "patch", 2, 1, function(r, path)
+    return { method = "PATCH", path = path, body = patch, content_type = ctype,
+             query = write_query(self, opts), ctx = ctx_of(r, "patch") }
+  end))
+end
+
+-- DELETEs of `refs`, together; each obj is what the server answered (the object or a Status).
+local function delete_all(self, refs, opts, fn, level, concurrency)
+  return per_object(self, refs, fn, "delete", level + 1, concurrency, function(r, path)
+    return { method = "DELETE", path = path, query = { dryRun = dry(opts) }, ctx = ctx_of(r, "delete") }
+  end, true)
 end
 
 --- DELETE one object. Returns what the server answered (the object or a Status).
 function Client:delete(ref, opts)
   opts = check_opts("client:delete", opts)
-  local r, path = item_ref(self, ref, "client:delete", "delete")
-  if not r then return nil, path end
-  return self:request{ method = "DELETE", path = path, query = { dryRun = dry(opts) }, ctx = ctx_of(r, "delete") }
+  return one(delete_all(self, { ref }, opts, "client:delete", 2, 1))
+end
+
+--- DELETE many objects at once: results as client:batch.
+function Client:delete_many(refs, opts)
+  opts = check_opts("client:delete_many", opts)
+  return delete_all(self, refs, opts, "client:delete_many", 2, concurrency_of(self, "client:delete_many", opts, 2))
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -475,11 +704,8 @@ local function b64_size(v)
 end
 kube.b64_size = b64_size
 
---- Step 5: the namespace's secrets like `kubectl describe secrets`: names, types, key sizes.
-function Client:describe_secrets(namespace)
-  if namespace ~= nil and type(namespace) ~= "string" then error("describe_secrets: namespace must be a string", 2) end
-  local items, err = self:list{ kind = "Secret", namespace = namespace or self.namespace }
-  if not items then return nil, err end
+-- What describe_secrets shows of a list of secrets.
+local function described(items)
   local out = {}
   for _, s in ipairs(items) do
     local data = {}
@@ -495,6 +721,31 @@ function Client:describe_secrets(namespace)
   return out
 end
 
+local function describe_all(self, namespaces, fn, level, concurrency)
+  if type(namespaces) ~= "table" then error(fn .. ": expected a list of namespaces", level + 1) end
+  local lists = {}
+  for i, ns in ipairs(namespaces) do
+    if ns ~= nil and type(ns) ~= "string" then error(fn .. ": namespace must be a string", level + 1) end
+    lists[i] = { kind = "Secret", namespace = ns }
+  end
+  local out = list_all(self, lists, fn, level + 1, concurrency)
+  for _, x in ipairs(out) do if x.obj then x.obj = described(x.obj) end end
+  return out
+end
+
+--- Step 5: the namespace's secrets like `kubectl describe secrets`: names, types, key sizes.
+function Client:describe_secrets(namespace)
+  if namespace ~= nil and type(namespace) ~= "string" then error("describe_secrets: namespace must be a string", 2) end
+  return one_obj(describe_all(self, { namespace or self.namespace }, "describe_secrets", 2, 1))
+end
+
+--- Step 5 in many namespaces at once: results as client:batch, obj as describe_secrets answers.
+function Client:describe_secrets_many(namespaces, opts)
+  opts = check_opts("describe_secrets_many", opts)
+  return describe_all(self, namespaces, "describe_secrets_many", 2,
+    concurrency_of(self, "describe_secrets_many", opts, 2))
+end
+
 local function same_content(a, b)
   local function pick(o)
     local m = type(o.metadata) == "table" and o.metadata or {}
@@ -503,62 +754,172 @@ local function same_content(a, b)
   return pick(a) == pick(b)
 end
 
+-- A failed apply of secret `ref`, in the words of upsert_secret.
+local function apply_error(err, ref)
+  local causes = type(err.details) == "table" and err.details.causes or nil
+  if err.code == 409 and type(causes) == "table" and causes[1] and causes[1].reason == "FieldManagerConflict" then
+    local parts = {}
+    for _, c in ipairs(causes) do
+      parts[#parts + 1] = string.format("%s (%s)", tostring(c.field), tostring(c.message))
+    end
+    return errors.new("conflict", string.format(
+      'secret "%s" in namespace "%s": fields owned by another manager would change: %s; '
+      .. "force = true takes them over", ref.name, ref.namespace, table.concat(parts, ", ")),
+      { reason = "FieldManagerConflict", code = 409, details = err.details, name = ref.name,
+        namespace = ref.namespace, cause = err })
+  end
+  return err
+end
+
+-- upsert_secret for every secret of `secrets`: the GETs together, then the DELETEs of secrets of
+-- another type (replace_type), then the applies together. Results as client:batch, obj =
+-- { action =, replaced =, object = }.
+local function upsert_all(self, secrets, opts, fn, level, concurrency)
+  if type(secrets) ~= "table" then error(fn .. ": expected a list of Secret objects", level + 1) end
+  local refs, out, current, replaced = {}, {}, {}, {}
+  for i, secret in ipairs(secrets) do
+    if type(secret) ~= "table" or type(secret.metadata) ~= "table" or type(secret.metadata.name) ~= "string" then
+      error(fn .. ": expected a Secret object with metadata.name", level + 1)
+    end
+    refs[i] = { api_version = "v1", kind = "Secret", name = secret.metadata.name,
+                namespace = secret.metadata.namespace or self.namespace }
+  end
+  local got = per_object(self, refs, fn, "get", level + 1, concurrency, get_spec)
+  local gone_refs, gone_idx = {}, {}
+  for i, x in ipairs(got) do
+    local ref, wanted_type = refs[i], secrets[i].type or "Opaque"
+    if x.err and x.err.code ~= 404 then
+      out[i] = { err = x.err }
+    elseif x.obj and (x.obj.type or "Opaque") ~= wanted_type then
+      if opts.replace_type then
+        gone_refs[#gone_refs + 1], gone_idx[#gone_idx + 1] = ref, i
+      else
+        out[i] = { err = errors.new("conflict", string.format(
+          'secret "%s" in namespace "%s" already exists with type %s, not %s; a secret\'s type cannot be changed: '
+          .. "replace_type = true deletes it and creates it again", ref.name, ref.namespace,
+          tostring(x.obj.type), wanted_type),
+          { reason = "TypeMismatch", name = ref.name, namespace = ref.namespace,
+            existing_type = x.obj.type, wanted_type = wanted_type }) }
+      end
+    else
+      current[i] = x.obj
+    end
+  end
+  local gone = delete_all(self, gone_refs, { dry_run = opts.dry_run }, fn, level + 1, concurrency)
+  for j, i in ipairs(gone_idx) do
+    if gone[j].err then
+      out[i] = gone[j]
+    elseif opts.dry_run then
+      out[i] = { obj = { action = "created", replaced = true, object = with_type(json.copy(secrets[i]), refs[i]) } }
+    else
+      replaced[i] = true
+    end
+  end
+  local bodies, idx = {}, {}
+  for i, secret in ipairs(secrets) do
+    if not out[i] then
+      local body = json.copy(secret)
+      body.apiVersion, body.kind = "v1", "Secret"
+      body.metadata.namespace = refs[i].namespace
+      body.type = secret.type or "Opaque"
+      bodies[#bodies + 1], idx[#idx + 1] = body, i
+    end
+  end
+  local applied = apply_all(self, bodies, { force = opts.force, dry_run = opts.dry_run,
+                                            field_manager = opts.field_manager }, fn, level + 1, concurrency)
+  for j, i in ipairs(idx) do
+    local x, cur = applied[j], current[i]
+    if x.err then
+      out[i] = { err = apply_error(x.err, refs[i]) }
+    else
+      local obj, action = x.obj
+      if x.status == 201 or not cur then action = "created"
+      elseif (obj.metadata or {}).resourceVersion ~= (cur.metadata or {}).resourceVersion
+        or not same_content(obj, cur) then action = "updated"
+      else action = "unchanged" end
+      out[i] = { obj = { action = action, replaced = replaced[i] or false, object = obj } }
+    end
+  end
+  return out
+end
+
 --- Step 6: create or update a secret with server-side apply (see the module header).
 function Client:upsert_secret(secret, opts)
   opts = check_opts("upsert_secret", opts)
-  if type(secret) ~= "table" or type(secret.metadata) ~= "table" or type(secret.metadata.name) ~= "string" then
-    error("upsert_secret: expected a Secret object with metadata.name", 2)
-  end
-  local ref = { api_version = "v1", kind = "Secret", name = secret.metadata.name,
-                namespace = secret.metadata.namespace or self.namespace }
-  local wanted_type = secret.type or "Opaque"
-  local current, err = self:get(ref)
-  if not current and err.code ~= 404 then return nil, err end
-  local replaced = false
-  if current and (current.type or "Opaque") ~= wanted_type then
-    if not opts.replace_type then
-      return nil, errors.new("conflict", string.format(
-        'secret "%s" in namespace "%s" already exists with type %s, not %s; a secret\'s type cannot be changed: '
-        .. "replace_type = true deletes it and creates it again", ref.name, ref.namespace,
-        tostring(current.type), wanted_type),
-        { reason = "TypeMismatch", name = ref.name, namespace = ref.namespace,
-          existing_type = current.type, wanted_type = wanted_type })
+  return one_obj(upsert_all(self, { secret }, opts, "upsert_secret", 2, 1))
+end
+
+--- Step 6 for many secrets at once: results as client:batch, obj as upsert_secret answers.
+function Client:upsert_secret_many(secrets, opts)
+  opts = check_opts("upsert_secret_many", opts)
+  return upsert_all(self, secrets, opts, "upsert_secret_many", 2, concurrency_of(self, "upsert_secret_many", opts, 2))
+end
+
+-- add_pull_secret for every { namespace =, service_account =, secret_name = } of `entries`: each
+-- round GETs the accounts still to do together, then PUTs the ones to change together; a 409
+-- Conflict puts the account into the next round (opts.attempts rounds, default 5).
+local function add_all(self, entries, opts, fn, level, concurrency)
+  if type(entries) ~= "table" then error(fn .. ": expected a list of entries", level + 1) end
+  for _, e in ipairs(entries) do
+    if type(e) ~= "table" or type(e.namespace) ~= "string" or type(e.service_account) ~= "string"
+       or type(e.secret_name) ~= "string" then
+      error(fn .. ": namespace, service_account and secret_name must be strings", level + 1)
     end
-    local gone, derr = self:delete(ref, { dry_run = opts.dry_run })
-    if not gone then return nil, derr end
-    if opts.dry_run then
-      return { action = "created", replaced = true, object = with_type(json.copy(secret), ref) }
-    end
-    current, replaced = nil, true
   end
-  local body = json.copy(secret)
-  body.apiVersion, body.kind = "v1", "Secret"
-  body.metadata.namespace = ref.namespace
-  body.type = wanted_type
-  local obj, code = self:apply(body, { force = opts.force, dry_run = opts.dry_run,
-                                       field_manager = opts.field_manager })
-  if not obj then
-    err = code
-    local causes = type(err.details) == "table" and err.details.causes or nil
-    if err.code == 409 and type(causes) == "table" and causes[1] and causes[1].reason == "FieldManagerConflict" then
-      local parts = {}
-      for _, c in ipairs(causes) do
-        parts[#parts + 1] = string.format("%s (%s)", tostring(c.field), tostring(c.message))
+  local attempts = opts.attempts or 5
+  local out, last, pending = {}, {}, {}
+  for i = 1, #entries do pending[i] = i end
+  for attempt = 1, attempts do
+    if #pending == 0 then break end
+    local refs = {}
+    for j, i in ipairs(pending) do
+      refs[j] = { api_version = "v1", kind = "ServiceAccount", namespace = entries[i].namespace,
+                  name = entries[i].service_account }
+    end
+    local got = per_object(self, refs, fn, "get", level + 1, concurrency, get_spec)
+    local changed, idx = {}, {}
+    for j, i in ipairs(pending) do
+      local sa, name = got[j].obj, entries[i].secret_name
+      if not sa then
+        out[i] = got[j]
+      else
+        local list = json.is_array(sa.imagePullSecrets) and sa.imagePullSecrets
+          or (type(sa.imagePullSecrets) == "table" and #sa.imagePullSecrets > 0 and json.array(sa.imagePullSecrets))
+          or json.array({})
+        local present = false
+        for _, entry in ipairs(list) do
+          if type(entry) == "table" and entry.name == name then present = true; break end
+        end
+        if present then
+          out[i] = { obj = { action = "present", object = sa, attempts = attempt } }
+        else
+          list[#list + 1] = { name = name }
+          sa.imagePullSecrets = list
+          changed[#changed + 1], idx[#idx + 1] = sa, i
+        end
       end
-      return nil, errors.new("conflict", string.format(
-        'secret "%s" in namespace "%s": fields owned by another manager would change: %s; '
-        .. "force = true takes them over", ref.name, ref.namespace, table.concat(parts, ", ")),
-        { reason = "FieldManagerConflict", code = 409, details = err.details, name = ref.name,
-          namespace = ref.namespace, cause = err })
     end
-    return nil, err
+    local put = replace_all(self, changed, { dry_run = opts.dry_run }, fn, level + 1, concurrency)
+    local again = {}
+    for j, i in ipairs(idx) do
+      local x = put[j]
+      if x.obj then
+        out[i] = { obj = { action = "added", object = x.obj, attempts = attempt } }
+      elseif x.err.code ~= 409 then
+        out[i] = x
+      else
+        last[i], again[#again + 1] = x.err, i
+      end
+    end
+    pending = again
   end
-  local action
-  if code == 201 or not current then action = "created"
-  elseif (obj.metadata or {}).resourceVersion ~= (current.metadata or {}).resourceVersion
-    or not same_content(obj, current) then action = "updated"
-  else action = "unchanged" end
-  return { action = action, replaced = replaced, object = obj }
+  for _, i in ipairs(pending) do
+    local e = entries[i]
+    out[i] = { err = errors.new("conflict", string.format(
+      'serviceaccount "%s" in namespace "%s" kept changing while adding pull secret "%s"; gave up after %d attempts',
+      e.service_account, e.namespace, e.secret_name, attempts), { reason = "Conflict", code = 409, cause = last[i] }) }
+  end
+  return out
 end
 
 --- Appends a pull secret to a service account's imagePullSecrets, keeping everyone else's entries:
@@ -568,30 +929,15 @@ function Client:add_pull_secret(namespace, service_account, secret_name, opts)
     error("add_pull_secret: namespace, service_account and secret_name must be strings", 2)
   end
   opts = check_opts("add_pull_secret", opts)
-  local attempts = opts.attempts or 5
-  local ref = { api_version = "v1", kind = "ServiceAccount", namespace = namespace, name = service_account }
-  local last
-  for attempt = 1, attempts do
-    local sa, err = self:get(ref)
-    if not sa then return nil, err end
-    local list = json.is_array(sa.imagePullSecrets) and sa.imagePullSecrets
-      or (type(sa.imagePullSecrets) == "table" and #sa.imagePullSecrets > 0 and json.array(sa.imagePullSecrets))
-      or json.array({})
-    for _, entry in ipairs(list) do
-      if type(entry) == "table" and entry.name == secret_name then
-        return { action = "present", object = sa, attempts = attempt }
-      end
-    end
-    list[#list + 1] = { name = secret_name }
-    sa.imagePullSecrets = list
-    local updated, perr = self:replace(sa, { dry_run = opts.dry_run })
-    if updated then return { action = "added", object = updated, attempts = attempt } end
-    if perr.code ~= 409 then return nil, perr end
-    last = perr
-  end
-  return nil, errors.new("conflict", string.format(
-    'serviceaccount "%s" in namespace "%s" kept changing while adding pull secret "%s"; gave up after %d attempts',
-    service_account, namespace, secret_name, attempts), { reason = "Conflict", code = 409, cause = last })
+  return one_obj(add_all(self, { { namespace = namespace, service_account = service_account,
+                                   secret_name = secret_name } }, opts, "add_pull_secret", 2, 1))
+end
+
+--- The same for many { namespace =, service_account =, secret_name = } at once: results as
+-- client:batch, obj as add_pull_secret answers.
+function Client:add_pull_secret_many(entries, opts)
+  opts = check_opts("add_pull_secret_many", opts)
+  return add_all(self, entries, opts, "add_pull_secret_many", 2, concurrency_of(self, "add_pull_secret_many", opts, 2))
 end
 
 return kube

@@ -24,15 +24,25 @@
 --     (default "token"), docker_email, replace_type (a secret of another type is deleted and created
 --     again), service_accounts = { "default", ... } (the secret is added to their imagePullSecrets),
 --     pods = { { template = text, values = {...} } | { name =, image =, container = } ... },
---     kube (a pullsecret.kube client) or kubeconfig / context.
+--     kube (a pullsecret.kube client) or kubeconfig / context; concurrency (default 16): how many
+--     Kubernetes requests are in flight at once. Each step does its work in every namespace as one
+--     batch (pullsecret.kube's *_many: the reads together, then the writes, then the read-backs), so
+--     a namespace that fails does not stop the others.
 --   dry_run: log in and read, but mint nothing and write nothing; result.manifests holds what would
 --     be applied (the token replaced by "<token>").
 --   log: function(line) receiving one redacted line per HTTP request.
 -- Events: on_event{ step = 4, total = 7, name = "registry token", phase = "start"|"done"|"skip"|
---   "retry"|"fail", detail = "id 637b3d8c…" } — never a secret.
+--   "retry"|"fail", detail = "id 637b3d8c…" } — never a secret. Steps 5 to 7 give a 'start' for
+--   every namespace (or pod) first, then, once the batch is done, a 'done' for each that succeeded
+--   and one 'fail' for the step.
 -- Errors: the step's error with `step`, `step_name` and a message "step N (name): cause"; kinds as the
--- step's module gives them. A token minted by this run that no secret holds is revoked before the error
--- is returned; a pod failure leaves the (valid) secret in place and says so.
+-- step's module gives them. When namespaces failed, the message names them ("3 of 30 namespaces
+-- failed (ns-7, ...); the first: cause", the first 50) and err.failed lists them all. A token minted
+-- by this run that no secret holds is revoked before the error is returned (err.revoked = id); one
+-- that some secret holds is kept (err.kept = id) and the message says so; a token that could not be
+-- revoked, or whose use could not be read back, is err.orphan. A pod failure leaves the (valid)
+-- secret in place and says so. Rotation revokes the replaced tokens only after every namespace's
+-- secret was read back holding the new one.
 local cjson = require "cjson.safe"
 local core = require "pullsecret.core"
 local errors = require "pullsecret.errors"
@@ -126,6 +136,10 @@ local function check(opts)
                       "description", "kubeconfig", "context" } do
     str(f)
   end
+  local n = opts.concurrency
+  if n ~= nil and (math.type(n) ~= "integer" or n < 1 or n > 1024) then
+    error("pullsecret.run: option 'concurrency' must be an integer from 1 to 1024", 3)
+  end
   if type(opts.secret_name) ~= "string" or opts.secret_name == "" then
     return nil, errors.new("input", "secret_name is missing: name the image pull secret to write (--secret-name)",
       { field = "secret_name" })
@@ -192,23 +206,62 @@ function Run:kube_client()
   local o = self.opts
   if o.kube then self.kube = o.kube; return true end
   local k, err = require("pullsecret.kube").new{ kubeconfig = o.kubeconfig, context = o.context,
-    namespace = o.namespace, log = o.log, on_event = self:http_events(), retry = o.retry }
+    namespace = o.namespace, log = o.log, on_event = self:http_events(), retry = o.retry,
+    concurrency = o.concurrency }
   if not k then return nil, err end
   self.kube, self.owned_kube = k, k
   return true
 end
 
--- The existing secret in every target namespace: { [ns] = obj | false }.
-function Run:read_secrets()
-  self.existing = {}
-  for _, ns in ipairs(self.namespaces) do
-    local obj, err = self.kube:get{ api_version = "v1", kind = "Secret", namespace = ns, name = self.opts.secret_name }
-    if not obj then
-      if err.code ~= 404 then return nil, err end
-      obj = false
-    end
-    self.existing[ns] = obj
+-- The per-call options of the kube client's batches.
+function Run:batch_opts(extra)
+  local o = extra or {}
+  o.concurrency = self.opts.concurrency
+  return o
+end
+
+function Run:secret_ref(ns)
+  return { api_version = "v1", kind = "Secret", namespace = ns, name = self.opts.secret_name }
+end
+
+-- One error for what failed in several places (`failures`: { { where =, ns =, err = }, ... }, in
+-- order) out of `total`: the first failure's kind and fields, a message naming every place (the
+-- first 50) and the first failure's cause, and err.failed = the names of them all.
+local function failures_error(failures, total, noun)
+  local first = failures[1]
+  local names = {}
+  for i, f in ipairs(failures) do names[i] = f.where end
+  local msg = tostring(first.err.message)
+  if not msg:find('"' .. (first.ns or first.where) .. '"', 1, true) then
+    msg = string.format('%s "%s": %s', noun, first.where, msg)
   end
+  local e
+  if #failures == 1 then
+    e = errors.new(first.err.kind, msg, first.err)
+  else
+    local shown = { table.unpack(names, 1, math.min(#names, 50)) }
+    if #names > 50 then shown[#shown + 1] = string.format("and %d more", #names - 50) end
+    e = errors.new(first.err.kind, string.format("%d of %d %ss failed (%s); the first: %s", #failures, total,
+      noun, table.concat(shown, ", "), msg), first.err)
+    e.failures = failures
+  end
+  e.cause, e.failed = first.err, names
+  return e
+end
+
+-- The existing secret in every target namespace: { [ns] = obj | false }, read together.
+function Run:read_secrets()
+  local refs = {}
+  for i, ns in ipairs(self.namespaces) do refs[i] = self:secret_ref(ns) end
+  local got = self.kube:get_many(refs, self:batch_opts())
+  self.existing = {}
+  local failed = {}
+  for i, ns in ipairs(self.namespaces) do
+    local x = got[i]
+    if x.err and x.err.code ~= 404 then failed[#failed + 1] = { where = ns, err = x.err } end
+    self.existing[ns] = x.obj or false
+  end
+  if #failed > 0 then return nil, failures_error(failed, #self.namespaces, "namespace") end
   return true
 end
 
@@ -296,13 +349,19 @@ end
 
 function Run:describe()
   self.step = 5
-  for _, ns in ipairs(self.namespaces) do
-    self:event(5, "start", ns)
-    local list, err = self.kube:describe_secrets(ns)
-    if not list then return nil, self:fail(5, err) end
-    self.described[ns] = list
-    self:event(5, "done", string.format("%s: %d secret%s", ns, #list, #list == 1 and "" or "s"))
+  for _, ns in ipairs(self.namespaces) do self:event(5, "start", ns) end
+  local got = self.kube:describe_secrets_many(self.namespaces, self:batch_opts())
+  local failed = {}
+  for i, ns in ipairs(self.namespaces) do
+    local list = got[i].obj
+    if list then
+      self.described[ns] = list
+      self:event(5, "done", string.format("%s: %d secret%s", ns, #list, #list == 1 and "" or "s"))
+    else
+      failed[#failed + 1] = { where = ns, err = got[i].err }
+    end
   end
+  if #failed > 0 then return nil, self:fail(5, failures_error(failed, #self.namespaces, "namespace")) end
   return true
 end
 
@@ -315,11 +374,10 @@ local function same_secret(a, b)
   return true
 end
 
--- Reads the secret back and checks it holds our login.
-function Run:verify(ns)
-  local obj, err = self.kube:get{ api_version = "v1", kind = "Secret", namespace = ns, name = self.opts.secret_name }
-  if not obj then return nil, err end
-  local user, pass = run.secret_login(obj, self.server)
+-- Whether a secret read back (a get_many result) holds our login: true | nil, err.
+function Run:holds(ns, x)
+  if x.err then return nil, x.err end
+  local user, pass = run.secret_login(x.obj, self.server)
   if user ~= self.username or pass ~= self.token then
     return nil, errors.new("protocol", string.format('secret "%s" in namespace "%s" does not hold the %s login for %s '
       .. "after writing it: something else changed it", self.opts.secret_name, ns, self.username, self.server))
@@ -327,48 +385,91 @@ function Run:verify(ns)
   return true
 end
 
+-- Step 6 in every namespace: the secrets that differ are written together (upsert_secret_many),
+-- then read back together; then the service accounts of the namespaces whose secret is in place.
+-- A namespace that fails does not stop the others; the error names every one that failed.
 function Run:write_secrets()
   local o = self.opts
   local manifest = require "pullsecret.manifest"
   self.step = 6
-  for _, ns in ipairs(self.namespaces) do
+  local wanted, action, failed = {}, {}, {}
+  for i, ns in ipairs(self.namespaces) do
     self:event(6, "start", ns .. "/" .. o.secret_name)
     local secret, text = manifest.pull_secret{ name = o.secret_name, namespace = ns, server = self.server,
       username = self.username, password = self.token, email = o.docker_email }
     if not secret then return nil, self:fail(6, text) end
-    local action
-    if same_secret(self.existing[ns], secret) then
-      action = "unchanged"
+    wanted[i] = secret
+  end
+  local todo, secrets = {}, {}
+  for i, ns in ipairs(self.namespaces) do
+    if same_secret(self.existing[ns], wanted[i]) then
+      action[i], self.verified[ns] = "unchanged", true
     elseif o.dry_run then
-      action = self.existing[ns] and "would update" or "would create"
+      action[i] = self.existing[ns] and "would update" or "would create"
     else
-      local r, err = self.kube:upsert_secret(secret, { replace_type = o.replace_type })
-      if not r then return nil, self:fail(6, err) end
-      action = r.action
-      local ok
-      ok, err = self:verify(ns)
-      if not ok then return nil, self:fail(6, err) end
-      self.written = true
+      todo[#todo + 1], secrets[#secrets + 1] = i, wanted[i]
     end
-    if o.dry_run then
-      -- what would be applied, with the secret itself replaced by the placeholder
-      local shown = manifest.pull_secret{ name = o.secret_name, namespace = ns, server = self.server,
-        username = self.username, password = run.TOKEN_PLACEHOLDER, email = o.docker_email }
-      self.manifests[#self.manifests + 1] = shown
-    end
-    self.secrets[#self.secrets + 1] = { namespace = ns, action = action }
-    self:event(6, "done", ns .. "/" .. o.secret_name .. " " .. action)
-    for _, sa in ipairs(o.service_accounts or {}) do
-      if o.dry_run then
-        self:event(6, "skip", "dry run: service account " .. ns .. "/" .. sa .. " not patched")
+  end
+  if #todo > 0 then
+    self.writing = true
+    local up = self.kube:upsert_secret_many(secrets, self:batch_opts{ replace_type = o.replace_type })
+    local verify, refs = {}, {}
+    for j, i in ipairs(todo) do
+      if up[j].err then
+        failed[i] = up[j].err
       else
-        local r, err = self.kube:add_pull_secret(ns, sa, o.secret_name)
-        if not r then return nil, self:fail(6, err) end
-        self.service_accounts[#self.service_accounts + 1] = { namespace = ns, name = sa, action = r.action }
-        self:event(6, "done", "service account " .. ns .. "/" .. sa .. " " .. r.action)
+        action[i] = up[j].obj.action
+        verify[#verify + 1], refs[#refs + 1] = i, self:secret_ref(self.namespaces[i])
+      end
+    end
+    local back = self.kube:get_many(refs, self:batch_opts())
+    for k, i in ipairs(verify) do
+      local ok, err = self:holds(self.namespaces[i], back[k])
+      if ok then
+        self.written, self.verified[self.namespaces[i]] = true, true
+      else
+        failed[i] = err
       end
     end
   end
+  local sas = {}
+  for i, ns in ipairs(self.namespaces) do
+    if not failed[i] then
+      if o.dry_run then
+        -- what would be applied, with the secret itself replaced by the placeholder
+        local shown = manifest.pull_secret{ name = o.secret_name, namespace = ns, server = self.server,
+          username = self.username, password = run.TOKEN_PLACEHOLDER, email = o.docker_email }
+        self.manifests[#self.manifests + 1] = shown
+      end
+      self.secrets[#self.secrets + 1] = { namespace = ns, action = action[i] }
+      self:event(6, "done", ns .. "/" .. o.secret_name .. " " .. action[i])
+      for _, sa in ipairs(o.service_accounts or {}) do
+        if o.dry_run then
+          self:event(6, "skip", "dry run: service account " .. ns .. "/" .. sa .. " not patched")
+        else
+          sas[#sas + 1] = { namespace = ns, service_account = sa, secret_name = o.secret_name, index = i }
+        end
+      end
+    end
+  end
+  if #sas > 0 then
+    local added = self.kube:add_pull_secret_many(sas, self:batch_opts())
+    for j, e in ipairs(sas) do
+      local x = added[j]
+      if x.err then
+        failed[e.index] = failed[e.index] or x.err
+      else
+        self.service_accounts[#self.service_accounts + 1] = { namespace = e.namespace, name = e.service_account,
+                                                              action = x.obj.action }
+        self:event(6, "done", "service account " .. e.namespace .. "/" .. e.service_account .. " " .. x.obj.action)
+      end
+    end
+  end
+  local list = {}
+  for i, ns in ipairs(self.namespaces) do
+    if failed[i] then list[#list + 1] = { where = ns, err = failed[i] } end
+  end
+  if #list > 0 then return nil, self:fail(6, failures_error(list, #self.namespaces, "namespace")) end
   return true
 end
 
@@ -406,6 +507,8 @@ local function contains(have, want)
 end
 run.contains = contains
 
+-- Step 7 in every namespace: every pod rendered first, then read together, then the ones not
+-- already as wanted applied together.
 function Run:pods()
   local o = self.opts
   local manifest = require "pullsecret.manifest"
@@ -414,6 +517,7 @@ function Run:pods()
     self:event(7, "skip", "no pod template")
     return true
   end
+  local objs = {}
   for _, ns in ipairs(self.namespaces) do
     for i, p in ipairs(o.pods) do
       local obj, err
@@ -426,36 +530,60 @@ function Run:pods()
       if not obj then return nil, self:fail(7, errors.wrap(err, "pod " .. i)) end
       obj.metadata = obj.metadata or {}
       obj.metadata.namespace = obj.metadata.namespace or ns
-      local name = tostring(obj.metadata.name)
-      self:event(7, "start", (obj.kind or "object") .. " " .. obj.metadata.namespace .. "/" .. name)
-      local action = "would apply"
-      if o.dry_run then
-        self.manifests[#self.manifests + 1] = obj
-      else
-        local applied, code = self.kube:get(obj)
-        if applied and contains(applied, obj) then
-          action = "unchanged"
-        elseif applied or code.code == 404 then
-          applied, code = self.kube:apply(obj)
-        end
-        if not applied then
-          local e = self:fail(7, code)
-          if self.written or self.token_state == "reused" or self.token_state == "apikey" then
-            e.message = e.message .. string.format(' (the pull secret "%s" was written and is valid)', o.secret_name)
-          end
-          return nil, e
-        end
-        if action ~= "unchanged" then action = code == 201 and "created" or "applied" end
-        obj = applied
-      end
-      self.applied[#self.applied + 1] = { kind = obj.kind, namespace = obj.metadata.namespace, name = name,
-                                          action = action, object = obj }
-      self:event(7, "done", (obj.kind or "object") .. " " .. obj.metadata.namespace .. "/" .. name .. " " .. action)
+      objs[#objs + 1] = obj
     end
+  end
+  local function what(obj)
+    return (obj.kind or "object") .. " " .. obj.metadata.namespace .. "/" .. tostring(obj.metadata.name)
+  end
+  for _, obj in ipairs(objs) do self:event(7, "start", what(obj)) end
+  local action, result, failed = {}, {}, {}
+  if o.dry_run then
+    for i, obj in ipairs(objs) do
+      self.manifests[#self.manifests + 1] = obj
+      action[i], result[i] = "would apply", obj
+    end
+  else
+    local got = self.kube:get_many(objs, self:batch_opts())
+    local todo, apply = {}, {}
+    for i, obj in ipairs(objs) do
+      local x = got[i]
+      if x.obj and contains(x.obj, obj) then
+        action[i], result[i] = "unchanged", x.obj
+      elseif x.obj or x.err.code == 404 then
+        todo[#todo + 1], apply[#apply + 1] = i, obj
+      else
+        failed[i] = x.err
+      end
+    end
+    local applied = self.kube:apply_many(apply, self:batch_opts())
+    for j, i in ipairs(todo) do
+      local x = applied[j]
+      if x.err then failed[i] = x.err
+      else action[i], result[i] = x.status == 201 and "created" or "applied", x.obj end
+    end
+  end
+  local list = {}
+  for i, obj in ipairs(objs) do
+    if failed[i] then
+      list[#list + 1] = { where = obj.metadata.namespace .. "/" .. tostring(obj.metadata.name),
+                          ns = obj.metadata.namespace, err = failed[i] }
+    else
+      local r = result[i]
+      self.applied[#self.applied + 1] = { kind = r.kind, namespace = r.metadata.namespace,
+                                          name = tostring(obj.metadata.name), action = action[i], object = r }
+      self:event(7, "done", what(r) .. " " .. action[i])
+    end
+  end
+  if #list > 0 then
+    local e = self:fail(7, failures_error(list, #objs, "object"))
+    if self.written or self.token_state == "reused" or self.token_state == "apikey" then
+      e.message = e.message .. string.format(' (the pull secret "%s" was written and is valid)', o.secret_name)
+    end
+    return nil, e
   end
   return true
 end
-
 
 -- Revokes what must go: the replaced tokens after a rotation, or our own token after a failure.
 function Run:revoke(ids, why)
@@ -466,6 +594,45 @@ function Run:revoke(ids, why)
     self:event(4, ok and "done" or "fail", why .. " token " .. short_id(id) .. (ok and " revoked" or " not revoked"))
   end
   return failed
+end
+
+-- No orphans: after a failure, the token this run minted is revoked when no secret holds it, and
+-- kept (and said so) when one does. Secrets not verified in step 6 are read back to know.
+function Run:settle(err)
+  local id = self.minted
+  local holders, unsure, refs, idx = {}, {}, {}, {}
+  for _, ns in ipairs(self.namespaces) do
+    if self.verified[ns] then holders[#holders + 1] = ns
+    elseif self.writing then refs[#refs + 1], idx[#idx + 1] = self:secret_ref(ns), ns end
+  end
+  local back = self.kube:get_many(refs, self:batch_opts())
+  for i, ns in ipairs(idx) do
+    local x = back[i]
+    if x.obj then
+      if self:holds(ns, x) then holders[#holders + 1] = ns end
+    elseif x.err.code ~= 404 then
+      unsure[#unsure + 1] = ns
+    end
+  end
+  if #holders > 0 then
+    err.message = err.message .. string.format(" (the token %s minted by this run is kept: the secret in %d "
+      .. "namespace%s holds it)", short_id(id), #holders, #holders == 1 and "" or "s")
+    err.kept = id
+  elseif #unsure > 0 then
+    err.message = err.message .. string.format(" (the token %s minted by this run is kept: the secret in "
+      .. "namespace%s %s could not be read back; if none holds it, revoke it with `pullsecret token rm %s`)",
+      short_id(id), #unsure == 1 and "" or "s", table.concat(unsure, ", "), id)
+    err.orphan = id
+  else
+    local failed = self:revoke({ id }, "unused")
+    if #failed > 0 then
+      err.message = err.message .. string.format(" (and the token %s minted by this run could not be revoked: "
+        .. "revoke it with `pullsecret token rm %s`)", short_id(id), id)
+      err.orphan = id
+    else
+      err.revoked = id
+    end
+  end
 end
 
 function Run:cleanup()
@@ -519,17 +686,7 @@ function Run:go()
   ok, err = self:describe()
   if ok then ok, err = self:write_secrets() end
   if not ok then
-    -- No orphans: a token this run minted that no secret holds is revoked now.
-    if self.minted and not self.written then
-      local failed = self:revoke({ self.minted }, "unused")
-      if #failed > 0 then
-        err.message = err.message .. string.format(" (and the token %s minted by this run could not be revoked: "
-          .. "revoke it with `pullsecret token rm %s`)", short_id(self.minted), self.minted)
-        err.orphan = self.minted
-      else
-        err.revoked = self.minted
-      end
-    end
+    if self.minted then self:settle(err) end
     return nil, err
   end
   if self.minted and self.token_state == "rotated" then
@@ -553,7 +710,8 @@ function run.run(opts, on_event)
   if not ok then return nil, err end
   if on_event ~= nil and type(on_event) ~= "function" then error("pullsecret.run: on_event must be a function", 2) end
   local self = setmetatable({ opts = opts, on_event = on_event, user_http_event = opts.on_event, described = {},
-                              secrets = {}, service_accounts = {}, applied = {}, manifests = {} }, Run)
+                              secrets = {}, service_accounts = {}, applied = {}, manifests = {},
+                              verified = {} }, Run)
   local res
   ok, res, err = pcall(Run.go, self)
   self:cleanup()

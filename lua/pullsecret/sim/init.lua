@@ -5,7 +5,8 @@
 --     -- s.urls.echo = "https://127.0.0.1:PORT", s.urls.admin = "http://127.0.0.1:PORT"
 --     -- s.ca_file, s.ca_pem, s.dir, s.client_cert_file/_pem, s.client_key_file/_pem, s.pid
 --     s:fault{ listener = "echo", method = "GET", path = "/flaky", status = 503, retry_after = "1", times = 1 }
---     local st = s:stats()      -- { connections = { echo = 1 }, requests = { echo = 2 }, log = { {...} } }
+--     local st = s:stats()      -- { connections = { echo = 1 }, requests = { echo = 2 },
+--                               --   max_in_flight = { echo = 1 }, log = { {...} } }
 --     s:stop()                  -- idempotent; the child is reaped and s.dir removed
 --
 -- sim.start(config [, opts]) -> handle; raises (with the child's stderr) when the child fails to start.

@@ -33,8 +33,9 @@
 --   close_mid_body (headers + half the body, then close), oversize (a body of N bytes),
 --   times (how many matching requests it hits; nil = every one). The first live match applies.
 --
--- Stats: connections and requests per listener, and a bounded log of
--- { listener, method, path, query, status } (never bodies, never header values).
+-- Stats: connections, requests and the most requests in flight at once (max_in_flight) per
+-- listener, and a bounded log of { listener, method, path, query, status } (never bodies, never
+-- header values).
 local socket = require "socket"
 local ssl = require "ssl"
 local util = require "pullsecret.sim.util"
@@ -69,6 +70,7 @@ function server.new(opts)
     nconns = 0,
     faults = {},
     fault_seq = 0,
+    in_flight = {},    -- listener name -> requests being served now
     max_header_bytes = opts.max_header_bytes or 64 * 1024,
     max_body_bytes = opts.max_body_bytes or 8 * 1024 * 1024,
     idle_timeout = opts.idle_timeout or 60,
@@ -266,15 +268,18 @@ end
 -- Stats -------------------------------------------------------------------------------------
 
 function Server:reset_stats()
-  self.counters = { connections = {}, requests = {} }
+  self.counters = { connections = {}, requests = {}, max_in_flight = {} }
   self.log = {}
 end
 
---- A copy: { connections = { name = n }, requests = { name = n }, log = { {listener,method,path,query,status}... } }
+--- A copy: { connections = { name = n }, requests = { name = n }, max_in_flight = { name = n },
+-- log = { {listener,method,path,query,status}... } }. max_in_flight: the most requests a listener
+-- had read and not yet answered at one time (since the last reset).
 function Server:stats()
-  local c = { connections = {}, requests = {}, log = util.array() }
+  local c = { connections = {}, requests = {}, max_in_flight = {}, log = util.array() }
   for k, v in pairs(self.counters.connections) do c.connections[k] = v end
   for k, v in pairs(self.counters.requests) do c.requests[k] = v end
+  for k, v in pairs(self.counters.max_in_flight) do c.max_in_flight[k] = v end
   for i, e in ipairs(self.log) do
     c.log[i] = { listener = e.listener, method = e.method, path = e.path, query = e.query, status = e.status }
   end
@@ -472,7 +477,21 @@ function Server:_respond(conn, req, resp, keep_alive, cut)
   return ok and keep_alive
 end
 
+-- Serves one request, counting it in flight meanwhile.
 function Server:_handle(conn, req)
+  local l = conn.l
+  if l.internal then return self:_answer(conn, req) end
+  local n = (self.in_flight[l.name] or 0) + 1
+  self.in_flight[l.name] = n
+  local max = self.counters.max_in_flight
+  if n > (max[l.name] or 0) then max[l.name] = n end
+  local ok, keep = pcall(self._answer, self, conn, req)
+  self.in_flight[l.name] = self.in_flight[l.name] - 1
+  if not ok then error(keep, 0) end
+  return keep
+end
+
+function Server:_answer(conn, req)
   local l = conn.l
   req.listener = l.name
   req.base_url = l.url
