@@ -40,7 +40,7 @@ spec: $(CORE)
 	  test "$$(grep -c '^not ok' build/spec.tap)" = 0 && grep -q '^ok' build/spec.tap
 
 lint: deps
-	luacheck -q lua spec bin
+	luacheck -q lua spec bin bench
 
 demo: deps
 	@$(MAKE) --no-print-directory all

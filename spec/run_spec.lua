@@ -235,6 +235,17 @@ describe("pullsecret.run", function()
     assert.equal("unchanged", r.secrets[1].action)
   end)
 
+  it("a namespace that does not exist is reported before any token is minted", function()
+    local r, err = go{ namespaces = { "default", "nowhere" }, pods = false }
+    assert.is_nil(r)
+    assert.equal(4, err.step)
+    assert.equal("NotFound", err.reason)
+    assert.matches('namespace nowhere does not exist', err.message, 1, true)
+    assert.same({ "nowhere" }, err.namespaces)
+    assert.equal(0, #s:state("registry").tokens)
+    assert.equal(0, writes(s:stats(), "kube"))
+  end)
+
   it("missing secret_name or api are input errors naming the option", function()
     local r, err = require("pullsecret").run{ api = "api.example.com", org = "o" }
     assert.is_nil(r)

@@ -262,7 +262,30 @@ function Run:read_secrets()
     self.existing[ns] = x.obj or false
   end
   if #failed > 0 then return nil, failures_error(failed, #self.namespaces, "namespace") end
-  return true
+  return self:check_namespaces()
+end
+
+-- Where the secret is missing, the namespace may be missing too: say so before a token is minted.
+-- A namespace we may not read (403) is given the benefit of the doubt.
+function Run:check_namespaces()
+  local unknown, refs = {}, {}
+  for _, ns in ipairs(self.namespaces) do
+    if not self.existing[ns] then
+      unknown[#unknown + 1] = ns
+      refs[#refs + 1] = { api_version = "v1", kind = "Namespace", name = ns }
+    end
+  end
+  if #refs == 0 then return true end
+  local got = self.kube:get_many(refs, self:batch_opts())
+  local missing = {}
+  for i, ns in ipairs(unknown) do
+    if got[i].err and got[i].err.code == 404 then missing[#missing + 1] = ns end
+  end
+  if #missing == 0 then return true end
+  return nil, errors.new("kube", string.format("namespace%s %s do%s not exist: create %s first " ..
+    "(kubectl create namespace NAME) or correct -n/namespaces", #missing == 1 and "" or "s",
+    table.concat(missing, ", "), #missing == 1 and "es" or "", #missing == 1 and "it" or "them"),
+    { reason = "NotFound", code = 404, status = 404, namespaces = missing })
 end
 
 -- Step 4: reuse the token a secret already holds when the registry still lists it as valid.
