@@ -427,3 +427,21 @@ describe("pullsecret.kube with client-certificate authentication", function()
     c:close()
   end)
 end)
+
+describe("kube.new with env and home", function()
+  it("finds the kubeconfig through the given KUBECONFIG, not the process environment", function()
+    local s = require("pullsecret.sim").start{ services = { kube = {} } }
+    local ok, err = pcall(function()
+      local k = assert(require("pullsecret.kube").new{
+        env = function(name) if name == "KUBECONFIG" then return s.kubeconfig end end, home = "/nonexistent" })
+      local list = assert(k:list{ kind = "ServiceAccount", namespace = "default" })
+      assert.equal("default", list[1].metadata.name)
+      k:close()
+      local k2, kerr = require("pullsecret.kube").new{ env = function() return nil end, home = "/nonexistent" }
+      assert.is_nil(k2)
+      assert.equal("config", kerr.kind)
+    end)
+    s:stop()
+    assert(ok, err)
+  end)
+end)

@@ -16,7 +16,8 @@
 --           log = function(line) end, on_event = function(ev) end, retry = { attempts = 4, ... },
 --           http = <an existing pullsecret.http object>, field_manager = "pullsecret",
 --           identity = nil, concurrency = 16 } -> client | nil, err
---   The configuration is `config`, else pullsecret.kubeconfig.load{ kubeconfig =, context =, namespace = }.
+--   The configuration is `config`, else pullsecret.kubeconfig.load{ kubeconfig =, context =, namespace =,
+--   env =, home = } (env: a getenv-like function, home: the directory holding .kube/config).
 --   client.namespace     the default namespace (option, else the kubeconfig context's, else "default")
 --   Messages name who we are with `identity`, else cfg:identity() ('user "admin" (context "prod")'),
 --   never a credential. Every request carries cfg:auth_header() (re-evaluated each time, so token
@@ -151,7 +152,8 @@ function kube.new(opts)
   if not cfg then
     local kubeconfig = require "pullsecret.kubeconfig"
     local err
-    cfg, err = kubeconfig.load{ kubeconfig = opts.kubeconfig, context = opts.context, namespace = opts.namespace }
+    cfg, err = kubeconfig.load{ kubeconfig = opts.kubeconfig, context = opts.context, namespace = opts.namespace,
+                                env = opts.env, home = opts.home }
     if not cfg then return nil, err end
   end
   if type(cfg.server) ~= "string" or cfg.server == "" then
