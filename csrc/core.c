@@ -264,9 +264,12 @@ static int l_version(lua_State *L)
 typedef struct { ps_client *c; } client_box;
 typedef struct { ps_response *r; size_t n; } results_box;
 
-/* Reads field `name` of the table at idx as an optional string. */
+/* Reads field `name` of the table at idx as an optional string. The value
+ * is stored under the same name in the anchor table (absolute index): an
+ * __index metamethod may have made it, and then nothing else references it,
+ * so without the anchor the collector could free it while C points into it. */
 static const char *opt_string(lua_State *L, int idx, const char *name, size_t *len,
-                              const char *what)
+                              const char *what, int anchor)
 {
   const char *s;
   int t = lua_getfield(L, idx, name);
@@ -278,14 +281,15 @@ static const char *opt_string(lua_State *L, int idx, const char *name, size_t *l
   if (t != LUA_TSTRING)
     luaL_error(L, "%s: '%s' must be a string, got %s", what, name, luaL_typename(L, -1));
   s = lua_tolstring(L, -1, len);
-  lua_pop(L, 1);                                  /* still referenced by the table */
+  lua_setfield(L, anchor, name);                  /* pops it; the anchor keeps it alive */
   return s;
 }
 
-static const char *opt_path(lua_State *L, int idx, const char *name, const char *what)
+static const char *opt_path(lua_State *L, int idx, const char *name, const char *what,
+                            int anchor)
 {
   size_t len;
-  const char *s = opt_string(L, idx, name, &len, what);
+  const char *s = opt_string(L, idx, name, &len, what, anchor);
   if (s && strlen(s) != len) luaL_error(L, "%s: '%s' contains a NUL byte", what, name);
   return s;
 }
@@ -346,14 +350,15 @@ static int l_client(lua_State *L)
   }
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  o.ca_file = opt_path(L, 1, "ca_file", what);
-  o.cert_file = opt_path(L, 1, "cert_file", what);
-  o.key_file = opt_path(L, 1, "key_file", what);
-  o.ca_pem = opt_string(L, 1, "ca_pem", &o.ca_pem_len, what);
-  o.cert_pem = opt_string(L, 1, "cert_pem", &o.cert_pem_len, what);
-  o.key_pem = opt_string(L, 1, "key_pem", &o.key_pem_len, what);
-  o.proxy = opt_path(L, 1, "proxy", what);
-  o.user_agent = opt_path(L, 1, "user_agent", what);
+  lua_createtable(L, 0, 8);                       /* index 2: keeps the strings read alive */
+  o.ca_file = opt_path(L, 1, "ca_file", what, 2);
+  o.cert_file = opt_path(L, 1, "cert_file", what, 2);
+  o.key_file = opt_path(L, 1, "key_file", what, 2);
+  o.ca_pem = opt_string(L, 1, "ca_pem", &o.ca_pem_len, what, 2);
+  o.cert_pem = opt_string(L, 1, "cert_pem", &o.cert_pem_len, what, 2);
+  o.key_pem = opt_string(L, 1, "key_pem", &o.key_pem_len, what, 2);
+  o.proxy = opt_path(L, 1, "proxy", what, 2);
+  o.user_agent = opt_path(L, 1, "user_agent", what, 2);
   o.insecure = opt_boolean(L, 1, "insecure", 0, what);
   o.http2 = opt_boolean(L, 1, "http2", 1, what);
   exclusive(L, o.ca_file, o.ca_pem, "ca_file", "ca_pem");
@@ -362,15 +367,15 @@ static int l_client(lua_State *L)
   if ((o.ca_pem && o.ca_pem_len == 0) || (o.cert_pem && o.cert_pem_len == 0) ||
       (o.key_pem && o.key_pem_len == 0))
     return luaL_error(L, "client: a PEM option is an empty string");
-  switch (lua_getfield(L, 1, "connect_to")) {   /* stays at index 2 */
+  switch (lua_getfield(L, 1, "connect_to")) {   /* stays at index 3 */
   case LUA_TNIL:
     break;
   case LUA_TTABLE: {
-    size_t i, n = lua_rawlen(L, 2);
-    const char **list = lua_newuserdatauv(L, (n ? n : 1) * sizeof *list, 0);  /* index 3 */
+    size_t i, n = lua_rawlen(L, 3);
+    const char **list = lua_newuserdatauv(L, (n ? n : 1) * sizeof *list, 0);  /* index 4 */
     for (i = 0; i < n; i++) {
       size_t len;
-      if (lua_rawgeti(L, 2, (lua_Integer)i + 1) != LUA_TSTRING)
+      if (lua_rawgeti(L, 3, (lua_Integer)i + 1) != LUA_TSTRING)
         return luaL_error(L, "client: connect_to[%I] must be a string", (lua_Integer)i + 1);
       list[i] = lua_tolstring(L, -1, &len);
       if (strlen(list[i]) != len)
@@ -442,22 +447,26 @@ static int l_results_gc(lua_State *L)
 }
 
 /*
- * Converts the request table at idx into *req. Pushes one value, the
- * Lua-owned header array, which the caller must keep on the stack; the
- * strings pointed to stay referenced by the request table.
+ * Converts the request table at idx into *req. Pushes one value, an anchor
+ * table holding the Lua-owned header array and every string and table read
+ * (fields may come from __index metamethods, referenced by nothing else),
+ * which the caller must keep referenced until the request is done.
  */
 static void parse_request(lua_State *L, int idx, ps_request *req, const char *what)
 {
   size_t n = 0, i = 0;
   ps_header *hs;
+  int anchor;
   lua_Integer max_cap = (size_t)LUA_MAXINTEGER < SIZE_MAX / 4 ? LUA_MAXINTEGER
                                                               : (lua_Integer)(SIZE_MAX / 4);
   idx = lua_absindex(L, idx);
   memset(req, 0, sizeof *req);
-  req->url = opt_string(L, idx, "url", &req->url_len, what);
+  lua_createtable(L, 0, 5);
+  anchor = lua_gettop(L);
+  req->url = opt_string(L, idx, "url", &req->url_len, what, anchor);
   if (!req->url) luaL_error(L, "%s: 'url' must be a string, got nil", what);
-  req->body = opt_string(L, idx, "body", &req->body_len, what);
-  req->method = opt_string(L, idx, "method", &req->method_len, what);
+  req->body = opt_string(L, idx, "body", &req->body_len, what, anchor);
+  req->method = opt_string(L, idx, "method", &req->method_len, what, anchor);
   if (!req->method) {
     req->method = req->body ? "POST" : "GET";
     req->method_len = strlen(req->method);
@@ -497,7 +506,8 @@ static void parse_request(lua_State *L, int idx, ps_request *req, const char *wh
       lua_pop(L, 1);
     }
   }
-  lua_remove(L, -2);                              /* the headers value; keep the array */
+  lua_setfield(L, anchor, "header_array");
+  lua_setfield(L, anchor, "headers");             /* the headers table (or nil) */
   req->headers = hs;
   req->n_headers = i;
 }
@@ -577,13 +587,14 @@ static void oom_error(ps_error *err)
 
 static int l_client_request(lua_State *L)
 {
-  ps_client *c = check_client(L);
+  ps_client *c;
   ps_request req;
   results_box *box;
   int nret;
+  (void)check_client(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  parse_request(L, 2, &req, "request");           /* header array at index 3 */
+  parse_request(L, 2, &req, "request");           /* anchor at index 3 */
   box = new_results(L, 1);                         /* index 4 */
   if (!box->r) {
     ps_error err;
@@ -592,6 +603,8 @@ static int l_client_request(lua_State *L)
     push_error(L, &err);
     return 2;
   }
+  /* Metamethods run while the request was read: the client may be closed now. */
+  c = check_client(L);
   ps_client_perform(c, &req, box->r, 1, 1);
   nret = push_response(L, &box->r[0], 0);
   free_results(box);
@@ -600,11 +613,12 @@ static int l_client_request(lua_State *L)
 
 static int l_client_batch(lua_State *L)
 {
-  ps_client *c = check_client(L);
+  ps_client *c;
   size_t n, i;
   lua_Integer concurrency = DEFAULT_CONCURRENCY;
   ps_request *reqs;
   results_box *box;
+  (void)check_client(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
@@ -613,14 +627,14 @@ static int l_client_batch(lua_State *L)
   lua_settop(L, 2);
   n = lua_rawlen(L, 2);
   reqs = lua_newuserdatauv(L, (n ? n : 1) * sizeof *reqs, 0);   /* index 3 */
-  lua_createtable(L, (int)(n < 1024 ? n : 1024), 0);             /* index 4: header arrays */
+  lua_createtable(L, (int)(n < 1024 ? n : 1024), 0);             /* index 4: anchors */
   for (i = 0; i < n; i++) {
     char what[48];
     (void)snprintf(what, sizeof what, "batch: request %lu", (unsigned long)i + 1);
     if (lua_rawgeti(L, 2, (lua_Integer)i + 1) != LUA_TTABLE)
       return luaL_error(L, "%s must be a table, got %s", what, luaL_typename(L, -1));
     parse_request(L, -1, &reqs[i], what);
-    lua_rawseti(L, 4, (lua_Integer)i + 1);         /* anchor the header array */
+    lua_rawseti(L, 4, (lua_Integer)i + 1);         /* keep the request's anchor */
     lua_pop(L, 1);
   }
   box = new_results(L, n);                         /* index 5 */
@@ -636,6 +650,7 @@ static int l_client_batch(lua_State *L)
     }
     return 1;
   }
+  c = check_client(L);                             /* metamethods may have closed it */
   ps_client_perform(c, reqs, box->r, n, (size_t)concurrency);
   lua_createtable(L, (int)(n < 1024 ? n : 1024), 0);
   for (i = 0; i < n; i++) {

@@ -48,6 +48,23 @@ describe("core.client life cycle", function()
     assert.is_nil(next(weak))
   end)
 
+  it("refuses with 'client is closed' when a request's metamethod closes the client", function()
+    local c = core.client{}
+    local req = setmetatable({ url = "http://127.0.0.1:1/" }, { __index = function(_, k)
+      if k == "headers" then c:close() end
+    end })
+    assert.has_error(function() c:request(req) end, "client is closed")
+    local c2 = core.client{}
+    local opts = setmetatable({}, { __index = function() c2:close() end })
+    assert.has_error(function() c2:batch({ { url = "http://127.0.0.1:1/" } }, opts) end,
+      "client is closed")
+    local c3 = core.client{}
+    local late = setmetatable({ url = "http://127.0.0.1:1/" }, { __index = function(_, k)
+      if k == "headers" then c3:close() end
+    end })
+    assert.has_error(function() c3:batch{ late } end, "client is closed")
+  end)
+
   it("does not accept another object as self", function()
     local c = core.client{}
     assert.has_error(function() c.request({}, { url = "http://x/" }) end)

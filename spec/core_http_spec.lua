@@ -109,6 +109,37 @@ describe("core client over HTTP and TLS (simulator)", function()
       assert.are.same({ 200, "", "100" }, { res.status, res.body, res.headers["content-length"] })
     end)
 
+    it("sends the fields a request table's __index computes, even if the collector runs meanwhile", function()
+      local c <close> = core.client{}
+      local junk, n = {}, 0
+      local function url()
+        n = n + 1
+        return plain.urls.echo .. "/computed/" .. string.format("%08d", n) .. ("p"):rep(40)
+      end
+      local len = #url()
+      -- url, body and method come from __index (referenced by nothing else); while the
+      -- headers are read, the collector runs and strings of the same sizes take their memory.
+      local req = setmetatable({}, { __index = function(_, k)
+        if k == "url" then return url()
+        elseif k == "body" then return ("b"):rep(24) .. string.format("%08d", n)
+        elseif k == "method" then return ("PUT"):lower():upper()
+        elseif k == "headers" then
+          collectgarbage()
+          collectgarbage()
+          for i = 1, 200 do junk[i] = ("\1"):rep(len - 8) .. string.format("%08d", i) end
+          for i = 201, 400 do junk[i] = ("\1"):rep(24) .. string.format("%08d", i) end
+          return { ["X-Made"] = ("made by __index"):sub(1) }
+        end
+      end })
+      local res, err = c:request(req)
+      assert.is_nil(err)
+      local echo = assert(cjson.decode(res.body))
+      assert.are.same({ "PUT", "/computed/00000002" .. ("p"):rep(40), ("b"):rep(24) .. "00000002",
+                        "made by __index" },
+        { echo.method, echo.path, echo.body, echo.headers["x-made"] })
+      assert.are.equal(400, #junk)
+    end)
+
     it("returns 4xx and 5xx statuses as results, not errors", function()
       local c <close> = core.client{}
       for _, code in ipairs{ 404, 409, 503 } do

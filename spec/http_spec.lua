@@ -266,6 +266,53 @@ describe("pullsecret.http", function()
       assert.are.equal("GET https://h/ <5 bytes>", http.redact{ url = "https://h/", body = "\1\2\3\4\5" })
     end)
 
+    it("redacts a JWT in the URL path, secrets in the fragment, and keeps the line one line", function()
+      local jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJTRUNSRVQifQ.c2lnLVNFQ1JFVA"
+      assert.are.equal("https://r.example.test/api/v1/tokens/<redacted>/x?page=2",
+        http.redact_url("https://r.example.test/api/v1/tokens/" .. jwt .. "/x?page=2"))
+      assert.are.equal("https://r.example.test/api/v1/tokens/<redacted>",
+        http.redact_url("https://r.example.test/api/v1/tokens/eyJhbGciOiJIUzI1NiJ9"))
+      assert.are.equal("https://h/cb#access_token=<redacted>&state=s1",
+        http.redact_url("https://h/cb#access_token=at-SECRET&state=s1"))
+      assert.are.equal("https://h/a%0Ab%0D%00c?x=1%0A", http.redact_url("https://h/a\nb\r\0c?x=1\n"))
+      local line = http.redact{ method = "GET\nX", url = "https://h/\nINJECTED" }
+      assert.is_nil(line:find("%c"), line)
+    end)
+
+    it("redacts the credentials of a docker config and of a Kubernetes Secret body", function()
+      local line = http.redact{ method = "POST", url = "https://k/api/v1/namespaces/d/secrets",
+        headers = { ["Content-Type"] = "application/json" },
+        body = '{"apiVersion":"v1","kind":"Secret","metadata":{"name":"all-icr-io"},' ..
+               '"type":"kubernetes.io/dockerconfigjson",' ..
+               '"data":{".dockerconfigjson":"eyJhdXRocyI6e30-SECRET"},"stringData":{"x":"sd-SECRET"}}' }
+      assert.is_nil(line:find("SECRET", 1, true), line)
+      assert.truthy(line:find('"name":"all-icr-io"', 1, true), line)
+      assert.truthy(line:find('".dockerconfigjson":"<redacted>"', 1, true), line)
+      line = http.redact{ method = "PUT", url = "https://h/x", headers = { ["content-type"] = "application/json" },
+        body = '{"auths":{"us.icr.io":{"username":"iamapikey","password":"pw-SECRET","auth":"au-SECRET"}}}' }
+      assert.is_nil(line:find("SECRET", 1, true), line)
+      assert.truthy(line:find('"username":"iamapikey"', 1, true), line)
+    end)
+
+    it("hides JSON nested too deep to look through instead of printing its secrets", function()
+      local body = '{"password":"pw-SECRET"}'
+      for _ = 1, 40 do body = '{"a":' .. body .. '}' end
+      local line = http.redact{ url = "https://h/", body = body, headers = { ["Content-Type"] = "application/json" } }
+      assert.is_nil(line:find("SECRET", 1, true), line)
+      assert.truthy(line:find('^GET https://h/ {Content%-Type: application/json} {"a":{"a":'), line)
+    end)
+
+    it("keeps log lines one line when the method or URL holds control characters", function()
+      local logged = {}
+      local h2 = http.new{ log = function(l) logged[#logged + 1] = l end }
+      local res, err = h2:request{ method = "GET", url = "http://127.0.0.1:1/x\nFORGED 200" }
+      h2:close()
+      assert.is_nil(res)
+      assert.are.equal("input", err.kind)
+      assert.are.equal(1, #logged)
+      assert.is_nil(logged[1]:find("[\r\n]"), logged[1])
+    end)
+
     it("keeps secrets out of the log lines of real requests", function()
       h = http.new{ ca_file = s.ca_file, log = function(l) lines[#lines + 1] = l end }
       assert(h:request{ method = "POST", url = s.urls.echo .. "/t?passcode=pc-SECRET",

@@ -24,6 +24,13 @@ describe("pullsecret.json", function()
     assert.equal('{"l":[],"m":{}}', json.encode(docs[1], { order = "sorted" }))
   end)
 
+  it("decodes a raw DEL in a string (JSON forbids only U+0000..U+001F), so its own output round-trips", function()
+    assert.equal("a\127b", json.decode('"a\127b"'))
+    assert.same({ "x\127y" }, json.decode(json.encode({ "x\127y" })))
+    assert.same({ nil, "control character in string at 3" }, { json.decode('"a\31b"') })
+    assert.same({ nil, "control character in string at 3" }, { json.decode('"a\0b"') })
+  end)
+
   it("escapes only what JSON needs unless told to quote as Go does, and indents as MarshalIndent", function()
     assert.equal('["a/b<>&\\n\\u0001\127é"]', json.encode({ "a/b<>&\n\1\127é" }))
     assert.equal('["a/b\\u003c\\u003e\\u0026"]', json.encode({ "a/b<>&" }, { quote = core.go_json_string }))

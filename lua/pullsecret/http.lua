@@ -58,6 +58,7 @@ local secret_names = {
   password = true, passwd = true, passcode = true, token = true, access_token = true,
   refresh_token = true, id_token = true, apikey = true, api_key = true, ["api-key"] = true,
   client_secret = true, secret = true, authorization = true, cookie = true,
+  auth = true, [".dockerconfigjson"] = true, [".dockercfg"] = true,   -- docker config credentials
 }
 
 --- True when a parameter, JSON field or header named `name` holds a secret.
@@ -67,7 +68,7 @@ function http.is_secret_name(name)
   if secret_names[n] then return true end
   return n:find("token$") ~= nil or n:find("secret$") ~= nil or n:find("password$") ~= nil
     or n:find("passcode$") ~= nil or n:find("api[_%-]?key$") ~= nil or n:find("authorization$") ~= nil
-    or n:find("cookie$") ~= nil
+    or n:find("cookie$") ~= nil or n:find("private[_%-]?key$") ~= nil
 end
 local is_secret = http.is_secret_name
 
@@ -79,20 +80,38 @@ local function redact_pairs(s)
   end))
 end
 
---- A URL with its userinfo and secret query values replaced by "<redacted>".
+-- A path segment that is a JWT (or its base64url JSON header alone): "eyJ" is base64 for '{"'.
+local function redact_segment(seg)
+  if #seg >= 16 and seg:find("^eyJ[%w_%-]*%.?[%w_%-]*%.?[%w_%-]*$") then return REDACTED end
+  return seg
+end
+
+--- A URL with its userinfo, JWTs in its path and secret query and fragment values replaced by
+-- "<redacted>"; control characters are percent-encoded, so that it prints as one line.
 function http.redact_url(url)
   if type(url) ~= "string" then return tostring(url) end
+  url = url:gsub("%c", function(c) return string.format("%%%02X", c:byte()) end)
   local scheme, rest = url:match("^(%a[%w+.-]*://)(.*)$")
   if not scheme then scheme, rest = "", url end
   local authority, tail = rest:match("^([^/?#]*)(.*)$")
   if authority:find("@") then authority = REDACTED .. authority:match("^.*(@.*)$") end
   local path, query, frag = tail:match("^([^?#]*)%??([^#]*)(#?.*)$")
+  path = path:gsub("[^/]+", redact_segment)
   if query ~= "" then query = "?" .. redact_pairs(query) elseif tail:find("?", 1, true) then query = "?" end
+  if frag:find("=", 1, true) then frag = "#" .. redact_pairs(frag:sub(2)) end
   return scheme .. authority .. path .. query .. frag
 end
 
 local function redact_json(v, depth)
-  if type(v) ~= "table" or depth > 32 then return v end
+  if type(v) ~= "table" then return v end
+  if depth > 32 then return REDACTED end          -- too deep to look through: hide it all
+  if v.kind == "Secret" then                     -- a Kubernetes Secret: every value is a secret
+    for _, field in ipairs{ "data", "stringData" } do
+      if type(v[field]) == "table" then
+        for k in pairs(v[field]) do v[field][k] = REDACTED end
+      end
+    end
+  end
   for k, x in pairs(v) do
     if type(k) == "string" and is_secret(k) and (type(x) == "string" or type(x) == "number") then
       v[k] = REDACTED
@@ -131,7 +150,7 @@ end
 -- (form and JSON bodies with secret fields redacted; anything else as "<N bytes>"). One line.
 function http.redact(req)
   if type(req) ~= "table" then error("http.redact: expected a request table", 2) end
-  local parts = { tostring(req.method or "GET"):upper(), http.redact_url(req.url) }
+  local parts = { (tostring(req.method or "GET"):upper():gsub("%c", "?")), http.redact_url(req.url) }
   local names = {}
   for k in pairs(req.headers or {}) do names[#names + 1] = k end
   table.sort(names, function(a, b) return tostring(a):lower() < tostring(b):lower() end)
@@ -277,7 +296,8 @@ end
 function Client:_log(method, url, res, err, ms)
   if not self.log then return end
   local outcome = res and tostring(res.status) or (tostring(err.kind) .. " error")
-  pcall(self.log, string.format("%s %s -> %s (%d ms)", method, url, outcome, math.floor(ms + 0.5)))
+  local line = string.format("%s %s -> %s (%d ms)", method, url, outcome, math.floor(ms + 0.5))
+  pcall(self.log, (line:gsub("%c", "?")))
 end
 
 -- The backoff before attempt n+1 (seconds), or the server's Retry-After.

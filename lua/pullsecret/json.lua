@@ -232,7 +232,7 @@ local function decode_string(s, i)
   -- s:sub(i, i) == '"'
   local buf, j = {}, i + 1
   while true do
-    local a, b = s:find('["\\%c]', j)
+    local a, b = s:find('["\\\0-\31]', j)   -- JSON forbids U+0000..U+001F raw; DEL is fine
     if not a then error("unterminated string at " .. i, 0) end
     buf[#buf + 1] = s:sub(j, a - 1)
     local c = s:sub(a, b)
