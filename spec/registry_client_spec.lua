@@ -29,6 +29,7 @@ local manifest = require "pullsecret.manifest"
 local cjson = require "cjson.safe"
 local mime = require "mime"
 local jwt = require "pullsecret.sim.jwt"
+local util = require "pullsecret.sim.util"
 local socket = require "socket"
 local ssl = require "ssl"
 local host = require "spec.helpers.host"
@@ -61,22 +62,7 @@ end
 
 -- Processes ---------------------------------------------------------------------------------------
 
--- "alive" | "zombie" | "gone"
-local function proc_state(pid)
-  local st = read("/proc/" .. pid .. "/stat")
-  if not st then return "gone" end
-  local state = st:match("^%d+ %(.*%) (%S)")
-  return (state == "Z" or state == "X") and "zombie" or "alive"
-end
-
-local function wait_dead(pid, seconds)
-  local deadline = socket.gettime() + seconds
-  while proc_state(pid) == "alive" do
-    if socket.gettime() > deadline then return false end
-    socket.sleep(0.02)
-  end
-  return true
-end
+local proc_state, wait_dead = util.proc_state, util.wait_dead
 
 -- Starts `cmd` (a shell command line, redirections included) as a direct child: { pid, pipe }.
 local function spawn(cmd)

@@ -6,6 +6,7 @@
 --     os.execute("kubectl apply -f " .. host.q(path))
 --     local url = "http://127.0.0.1:" .. host.closed_port() -- connection refused
 local socket = require "socket"
+local util = require "pullsecret.sim.util"
 
 local host = {}
 
@@ -21,13 +22,7 @@ function host.write(path, text)
 end
 
 --- The contents of `path`, or nil when it cannot be opened.
-function host.read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+host.read = util.read_file
 
 --- A loopback port nothing listens on (bound, then closed).
 function host.closed_port()

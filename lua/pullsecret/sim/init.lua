@@ -85,13 +85,7 @@ local function write_file(path, data, mode)
   return true
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file, proc_state, wait_dead = util.read_file, util.proc_state, util.wait_dead
 
 -- The interpreter running us (the lowest negative index of `arg`), else "lua5.4".
 local function interpreter()
@@ -103,15 +97,6 @@ local function interpreter()
   end
   if type(best) == "string" and best:match("lua[%d%.]*$") then return best end
   return "lua5.4"
-end
-
--- "alive" | "zombie" | "gone"
-local function proc_state(pid)
-  local s = read_file("/proc/" .. pid .. "/stat")
-  if not s then return "gone" end
-  local state = s:match("^%d+ %(.*%) (%S)")
-  if state == "Z" or state == "X" then return "zombie" end
-  return "alive"
 end
 
 -- Kubeconfig --------------------------------------------------------------------------------
@@ -203,15 +188,6 @@ end
 function Sim:state(service)
   if type(service) ~= "string" then error("state: expected a service name", 2) end
   return admin_call(self, "GET", "/state/" .. service)
-end
-
-local function wait_dead(pid, seconds)
-  local deadline = socket.gettime() + seconds
-  while proc_state(pid) == "alive" do
-    if socket.gettime() > deadline then return false end
-    socket.sleep(0.02)
-  end
-  return true
 end
 
 --- Stops the child (politely, then TERM, then KILL), reaps it and removes its files. Idempotent.

@@ -1,4 +1,5 @@
---- Helpers for simulated services: responses, JSON, query and form parsing, base64, random ids.
+--- Helpers for simulated services: responses, JSON, query and form parsing, base64, random ids,
+-- and the few file and process helpers the simulator's launcher and the specs share.
 --
 -- A service's `handle(req)` returns a response table; these build the common ones.
 --
@@ -178,6 +179,35 @@ end
 function util.bearer(req)
   local auth = req.headers and req.headers.authorization
   return auth and auth:match("^[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$")
+end
+
+--- The contents of the file at `path`, or nil when it cannot be opened.
+function util.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- The state of process `pid` (Linux /proc): "alive", "zombie" (exited, not reaped) or "gone".
+function util.proc_state(pid)
+  local s = util.read_file("/proc/" .. pid .. "/stat")
+  if not s then return "gone" end
+  local state = s:match("^%d+ %(.*%) (%S)")
+  if state == "Z" or state == "X" then return "zombie" end
+  return "alive"
+end
+
+--- Waits (polling every 20 ms) until process `pid` is no longer alive: true, or false after `seconds`.
+function util.wait_dead(pid, seconds)
+  local socket = require "socket"
+  local deadline = socket.gettime() + seconds
+  while util.proc_state(pid) == "alive" do
+    if socket.gettime() > deadline then return false end
+    socket.sleep(0.02)
+  end
+  return true
 end
 
 --- Decodes a JSON request body: tbl | nil, resp (a 400 response ready to return).
