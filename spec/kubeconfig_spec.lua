@@ -144,7 +144,13 @@ describe("kubeconfig.load", function()
       local cfg, err = kubeconfig.load { env = env_of { KUBECONFIG = "/nonexistent/a:/nonexistent/b" } }
       assert.is_nil(cfg)
       assert.are.equal("config", err.kind)
-      assert.matches("no kubeconfig found", err.message)
+      assert.are.equal("/nonexistent/a:/nonexistent/b: no kubeconfig found: none of the files KUBECONFIG lists "
+        .. "exists; fix KUBECONFIG or pass a kubeconfig file", err.message)
+      assert.are.same({ "/nonexistent/a:/nonexistent/b", "KUBECONFIG" }, { err.file, err.field })
+      cfg, err = kubeconfig.load { env = env_of { HOME = "/nonexistent/home" } }
+      assert.is_nil(cfg)
+      assert.are.equal("/nonexistent/home/.kube/config: no kubeconfig found: set KUBECONFIG, pass a kubeconfig "
+        .. "file, or create /nonexistent/home/.kube/config", err.message)
       cfg, err = kubeconfig.load { kubeconfig = "/nonexistent/explicit", env = env_of {} }
       assert.is_nil(cfg)
       assert.are.equal("/nonexistent/explicit", err.file)
@@ -343,6 +349,11 @@ describe("kubeconfig.load", function()
       assert.are.equal("Bearer exec-token-1", cfg:auth_header())
       assert.are.equal(1, runs())
       assert.are.equal("hello 'plugin' $HOME", read(dir .. "/greeting"))
+      -- neither the env values nor KUBERNETES_EXEC_INFO were on any command line while it ran
+      local cmdlines = read(dir .. "/cmdlines")
+      assert.matches(plugin, cmdlines, 1, true)        -- the scan did see the plugin's own
+      assert.is_nil(cmdlines:find("hello", 1, true))
+      assert.is_nil(cmdlines:find("ExecCredential", 1, true))
       local info = assert(cjson.decode(read(dir .. "/exec-info.json")))
       assert.are.equal("ExecCredential", info.kind)
       assert.are.equal("client.authentication.k8s.io/v1", info.apiVersion)
@@ -424,6 +435,16 @@ describe("kubeconfig.load", function()
       assert.is_nil(h)
       assert.matches("command not found", err.message, 1, true)
       assert.matches("install it from example.com", err.message, 1, true)
+    end)
+
+    it("refuses an env entry whose name is not a variable name, naming the entry", function()
+      local path = config_with_plugin("client.authentication.k8s.io/v1beta1", "token")
+      write(path, read(path):gsub("name: FIXTURE_GREETING", "name: 'BAD NAME'"))
+      local cfg, err = kubeconfig.load { kubeconfig = path, env = env_of {} }
+      assert.is_nil(cfg)
+      assert.are.same({ "config", path, 'user "plugged"', "env" }, { err.kind, err.file, err.entry, err.field })
+      assert.matches("exec: env[1] must have a name (letters, digits and '_'", err.message, 1, true)
+      assert.is_nil(err.message:find("hello", 1, true))
     end)
 
     it("resolves a relative command containing '/' against the kubeconfig's directory", function()

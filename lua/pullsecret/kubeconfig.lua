@@ -307,16 +307,32 @@ local function run_exec(self)
   if ex.interactive_mode == "Always" then
     return fail("interactiveMode is Always, but pullsecret never runs plugins on a terminal", "interactiveMode")
   end
-  local parts = { "env" }
-  for _, kv in ipairs(ex.env) do parts[#parts + 1] = sh_quote(kv[1] .. "=" .. kv[2]) end
-  parts[#parts + 1] = sh_quote("KUBERNETES_EXEC_INFO=" .. exec_json_info(self))
-  parts[#parts + 1] = sh_quote(ex.command)
+  -- The environment (the kubeconfig's env values may be secrets; KUBERNETES_EXEC_INFO can be
+  -- larger than one argument may be) goes through a private file the shell sources, never
+  -- through a command line, which every user of the machine can read in /proc/*/cmdline.
+  local made, envfile = pcall(os.tmpname)        -- mkstemp: created with mode 0600
+  if not made then return fail("cannot be started: cannot create a temporary file (" .. tostring(envfile) .. ")") end
+  local lines = {}
+  for _, kv in ipairs(ex.env) do lines[#lines + 1] = "export " .. kv[1] .. "=" .. sh_quote(kv[2]) end
+  lines[#lines + 1] = "export KUBERNETES_EXEC_INFO=" .. sh_quote(exec_json_info(self))
+  local ef = io.open(envfile, "wb")
+  local written = ef and ef:write(table.concat(lines, "\n"), "\n")
+  if ef then written = ef:close() and written end
+  if not written then
+    os.remove(envfile)
+    return fail("cannot be started: cannot write its environment to " .. envfile)
+  end
+  local parts = { ". " .. sh_quote(envfile) .. " && exec", sh_quote(ex.command) }
   for _, a in ipairs(ex.args) do parts[#parts + 1] = sh_quote(a) end
   local cmd = table.concat(parts, " ") .. " </dev/null"
   local p = io.popen(cmd, "r")
-  if not p then return fail("cannot be started") end
+  if not p then
+    os.remove(envfile)
+    return fail("cannot be started")
+  end
   local out = p:read("a") or ""
   local ok, how, code = p:close()
+  os.remove(envfile)
   if not ok then
     local why = how == "signal" and ("was killed by signal " .. tostring(code))
                 or ("exited with status " .. tostring(code))
@@ -544,8 +560,9 @@ local function build_user(user_entry, context_desc)
     local env = {}
     for i, kv in ipairs(value(ex.env) or {}) do
       local n, v = type(kv) == "table" and value(kv.name), type(kv) == "table" and value(kv.value)
-      if type(n) ~= "string" or n == "" or n:find("=", 1, true) or type(v) ~= "string" then
-        return xerr("env", string.format("env[%d] must have a name (without '=') and a string value", i))
+      if type(n) ~= "string" or not n:find("^[%a_][%w_]*$") or type(v) ~= "string" then
+        return xerr("env", string.format("env[%d] must have a name (letters, digits and '_', not starting "
+          .. "with a digit) and a string value", i))
       end
       env[#env + 1] = { n, v }
     end
@@ -614,8 +631,15 @@ function M.load(opts)
     if not explicit and host and host ~= "" then
       return M.in_cluster { env = env, root = opts.in_cluster_root, namespace = opts.namespace, now = opts.now }
     end
-    return nil, config_error(nil, nil, nil, "no kubeconfig found: set KUBECONFIG, pass a kubeconfig file, "
-      .. "or create ~/.kube/config")
+    local list = not explicit and env("KUBECONFIG") or ""
+    if list ~= "" then
+      return nil, config_error(list, nil, "KUBECONFIG", "no kubeconfig found: none of the files KUBECONFIG "
+        .. "lists exists; fix KUBECONFIG or pass a kubeconfig file")
+    end
+    local home = opts.home or env("HOME")
+    local default = (home and home ~= "") and (home .. "/.kube/config") or "~/.kube/config"
+    return nil, config_error(default, nil, nil, "no kubeconfig found: set KUBECONFIG, pass a kubeconfig file, "
+      .. "or create " .. default)
   end
 
   local parsed = {}
