@@ -79,16 +79,18 @@ end
 
 local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
--- Runs bin/pullsecret as a process: { code, out, err }. env: variables; stdin: text.
+-- Runs bin/pullsecret as a process: { code, out, err }. env: variables; stdin: text. The variables
+-- (passwords among them) go through a file the shell sources, never on a command line.
 local function process(args, env, stdin, exempt)
   local d = tmpdir()
-  local parts = { "LUA_PATH=" .. sh_quote(package.path), "LUA_CPATH=" .. sh_quote(package.cpath) }
-  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. sh_quote(v) end
+  local lines = { "export LUA_PATH=" .. sh_quote(package.path), "export LUA_CPATH=" .. sh_quote(package.cpath) }
+  for k, v in pairs(env or {}) do lines[#lines + 1] = "export " .. k .. "=" .. sh_quote(v) end
+  write(d .. "/env", table.concat(lines, "\n") .. "\n")
   local argv = {}
   for i, a in ipairs(args) do argv[i] = sh_quote(a) end
   write(d .. "/in", stdin or "")
-  local cmd = "env " .. table.concat(parts, " ") .. " lua5.4 bin/pullsecret " .. table.concat(argv, " ") ..
-    " <" .. d .. "/in >" .. d .. "/out 2>" .. d .. "/err; echo $?"
+  local cmd = "( . " .. d .. "/env && exec lua5.4 bin/pullsecret " .. table.concat(argv, " ") ..
+    " ) <" .. d .. "/in >" .. d .. "/out 2>" .. d .. "/err; echo $?"
   local p = io.popen(cmd)
   local code = tonumber(p:read("l"))
   p:close()
@@ -205,6 +207,12 @@ describe("pullsecret usage", function()
       { { "login", "--api", "api.example.com", "--username", "u", "--sso" }, "choose one way to log in" },
       { { "run", "--secret-name", "s", "--org", "o" }, "no credentials: give %-%-username" },
       { { "run", "--secret-name", "s", "--concurrency", "0" }, "%-%-concurrency takes a whole number from 1 to 1024" },
+      { { "run", "--secret-name", "Bad_Name", "--org", "o" },
+        '%-%-secret%-name "Bad_Name" is not a valid DNS%-1123 subdomain' },
+      { { "run", "--secret-name", "s", "-n", "Bad_NS", "--org", "o" },
+        'namespace "Bad_NS" is not a valid DNS%-1123 label' },
+      { { "run", "--secret-name", "s", "--icr-region", "xx" },
+        '%-%-icr%-region: unknown IBM Cloud Container Registry region "xx": use one of us, uk' },
     }
     for _, c in ipairs(cases) do
       local r = pullsecret(c[1], { home = home })
@@ -391,6 +399,30 @@ describe("pullsecret run against the simulator", function()
     assert.same({ { namespace = "default", action = "updated" } }, res.secrets)
     assert.truthy(r.err:find("[4/7] registry token … ok (replaced token " .. before[1]._id:sub(1, 8) ..
       "… revoked)", 1, true))
+  end)
+
+  it("--rotate when the replaced token cannot be revoked: exit 1 naming it and `token rm`, which works", function()
+    local before = live_tokens(s)
+    assert.equal(1, #before)
+    s:fault{ listener = "registry", method = "DELETE", path = "/api/v1/tokens/.*", status = 403 }
+    local r = run({ "--rotate" })
+    s:clear_faults()
+    assert.equal(1, r.code, r.err)
+    assert.truthy(r.err:find("[7/7] pods … ok (Pod default/web unchanged)", 1, true), r.err)
+    assert.truthy(r.err:find("pullsecret run: step 4 (registry token): the secrets hold the new token ", 1, true),
+      r.err)
+    assert.truthy(r.err:find("`pullsecret token rm " .. before[1]._id .. "`", 1, true), r.err)
+    assert.falsy(r.err:find("run the same command again", 1, true), r.err)
+    assert.equal("", r.out)
+    local live = live_tokens(s)
+    assert.equal(2, #live)
+    local _, pass = secret_login(s, "default", "regcred", host_of(s.urls.registry))
+    assert.equal(live[2].token, pass)
+    r = pullsecret({ "token", "rm", before[1]._id }, { home = home })
+    assert.equal(0, r.code, r.err)
+    live = live_tokens(s)
+    assert.equal(1, #live)
+    assert.equal(live[1].token, pass)
   end)
 
   it("--dry-run: logs in and reads, writes nothing, shows the manifests with the secret redacted", function()
@@ -953,6 +985,52 @@ describe("pullsecret run: a fault at step 2 (the session's token cannot be refre
     r = pullsecret(argv, { home = home })
     assert.equal(0, r.code, r.err)
     assert.equal(1, #live_tokens(s))
+  end)
+end)
+
+describe("pullsecret run interrupted (SIGINT) while it writes the secret", function()
+  it("exits 130 and says what became of the token it minted; no token is left that no secret holds", function()
+    local s = start_sim()
+    local d = tmpdir()
+    finally(function()
+      stop_sim(s)
+      rmdir(d)
+    end)
+    s:fault{ listener = "kube", method = "PATCH", path = "/api/v1/namespaces/default/secrets/.*", delay_ms = 3000 }
+    local argv = { "run", "--api", s.urls.api, "--cacert", s.ca_file, "--registry", s.urls.registry,
+      "--username", USER, "--org", "demo-org", "--kubeconfig", s.kubeconfig, "-n", "default", "--secret-name", "intr" }
+    for i, a in ipairs(argv) do argv[i] = sh_quote(a) end
+    write(d .. "/run.sh", "export PULLSECRET_PASSWORD=" .. sh_quote(PASSWORD) .. "\nexport LUA_PATH=" ..
+      sh_quote(package.path) .. "\nexport LUA_CPATH=" .. sh_quote(package.cpath) .. "\necho $$ > " .. d ..
+      "/pid\nexec lua5.4 bin/pullsecret " .. table.concat(argv, " ") .. "\n")
+    os.execute("(sh " .. d .. "/run.sh </dev/null >" .. d .. "/out 2>" .. d .. "/err; echo $? >" .. d .. "/rc) &")
+    local socket = require "socket"
+    for _ = 1, 200 do
+      if (read(d .. "/err") or ""):find("[5/7]", 1, true) then break end
+      socket.sleep(0.05)
+    end
+    socket.sleep(0.3)                                 -- the secret's PATCH is on its way
+    os.execute("kill -INT " .. assert(read(d .. "/pid")):match("%d+"))
+    for _ = 1, 200 do
+      if (read(d .. "/rc") or ""):find("%d") then break end
+      socket.sleep(0.05)
+    end
+    local err = read(d .. "/err") or ""
+    transcripts[#transcripts + 1] = { out = read(d .. "/out") or "", err = err, argv = { "run (interrupted)" } }
+    assert.equal("130", (read(d .. "/rc") or ""):match("%d+"), err)
+    assert.equal("", read(d .. "/out"))
+    local tokens = registry_tokens(s)
+    assert.equal(1, #tokens)
+    local id = tokens[1]._id
+    assert.truthy(err:find("\npullsecret: interrupted (the token " .. id:sub(1, 8) .. "… minted by this run is ", 1,
+      true), err)
+    local _, pass = secret_login(s, "default", "intr", host_of(s.urls.registry))
+    if tokens[1].revoked then
+      assert.is_nil(pass)
+    else
+      assert.equal(tokens[1].token, pass)
+      assert.truthy(err:find("is kept: the secret in 1 namespace holds it)", 1, true), err)
+    end
   end)
 end)
 

@@ -1153,7 +1153,15 @@ local function run_result(res)
 end
 
 function commands.run(ctx, a)
-  if not a.secret_name then return nil, usage("--secret-name is missing: name the image pull secret to write") end
+  if not a.secret_name or a.secret_name == "" then
+    return nil, usage("--secret-name is missing: name the image pull secret to write")
+  end
+  local valid, verr = manifest.check_name("--secret-name", a.secret_name, "subdomain")
+  if not valid then return nil, usage(verr.message) end
+  if a.icr_region then
+    local server, rerr = require("pullsecret.icr").server(a.icr_region)
+    if not server then return nil, usage("--icr-region: " .. rerr.message) end
+  end
   local opts = { secret_name = a.secret_name, docker_email = a.docker_email, registry = a.registry,
     docker_server = a.docker_server, description = a.description, write = a.readwrite or nil,
     rotate = a.rotate or nil, dry_run = a.dry_run or nil, replace_type = a.replace_type or nil,
@@ -1172,6 +1180,10 @@ function commands.run(ctx, a)
   end
   for _, n in ipairs(a.namespace or {}) do add_ns(n) end
   for n in (a.namespaces or ""):gmatch("[^,%s]+") do add_ns(n) end
+  for _, n in ipairs(nss) do
+    local nok, nerr = manifest.check_name("namespace", n, "label")
+    if not nok then return nil, usage(nerr.message .. " (-n/--namespaces)") end
+  end
   if #nss > 1 then opts.namespaces = nss else opts.namespace = nss[1] end
   -- pods
   if a.pod_template then
@@ -1332,7 +1344,7 @@ local function report(ctx, err, path)
   end
   local hint = cli.hint(err)
   if hint then ctx:say("pullsecret: what to do: ", hint, "\n") end
-  if err.step then
+  if err.step and not err.result then
     if err.orphan then
       ctx:say("pullsecret: then run the same command again\n")
     else
@@ -1378,7 +1390,9 @@ function cli.main(argv, io_)
   pcall(ctx.finish_session, ctx)
   if not ok then
     if tostring(code):find("interrupted!", 1, true) then
-      ctx:say("\npullsecret: interrupted\n")
+      -- pullsecret.run says what became of a token it had minted: keep that
+      local note = tostring(code):match("interrupted!( %(the token [^\n]-%))")
+      ctx:say("\npullsecret: interrupted", note or "", "\n")
       return cli.EXIT_INTERRUPTED
     end
     ctx:say("pullsecret: internal error (please report it): ", tostring(code), "\n")
