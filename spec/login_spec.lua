@@ -228,6 +228,27 @@ describe("the session's OAuth token (step 2)", function()
     assert(ok, e)
   end)
 
+  it("takes the expiry from the JWT's exp, or the earlier of exp and expires_in", function()
+    local jwt = require "pullsecret.sim.jwt"
+    local tok = jwt.sign({ exp = os.time() + 600, user_name = "dave@example.com" }, "k")
+    local sess = session.from_token({ access_token = tok, token_type = "bearer" },
+      { kind = "uaa", api = "https://api.example.com" })
+    assert.near(600, sess:expires_in(), 2)
+    assert.equal("bearer " .. tok, sess:oauth_token())          -- good for longer than 60 s: as is
+    assert.matches("^session dave@example%.com@api%.example%.com %(expires in %d+ min%)$", tostring(sess))
+    assert.is_nil(tostring(sess):find(tok, 1, true))
+    sess:close()
+    sess = session.from_token({ access_token = tok, token_type = "bearer", expires_in = 120 },
+      { kind = "uaa", api = "https://api.example.com" })
+    assert.near(120, sess:expires_in(), 2)
+    sess:close()
+    local short = jwt.sign({ exp = os.time() + 90 }, "k")
+    sess = session.from_token({ access_token = short, token_type = "bearer", expires_in = 3600 },
+      { kind = "uaa", api = "https://api.example.com" })
+    assert.near(90, sess:expires_in(), 2)
+    sess:close()
+  end)
+
   it("retries a request once with a fresh token after a 401", function()
     local s = start()
     local ok, e = pcall(function()

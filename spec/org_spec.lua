@@ -3,6 +3,8 @@
 local sim = require "pullsecret.sim"
 local login = require "pullsecret.login"
 local org = require "pullsecret.org"
+local session = require "pullsecret.session"
+local cjson = require "cjson.safe"
 
 local ORGS = {
   { name = "MyOrg", guid = "00000000-0000-4000-8000-000000000001" },
@@ -93,6 +95,26 @@ describe("org GUID lookup (step 3) over TLS", function()
     assert.equal(8, #all)
     assert.same({ name = "MyOrg", guid = "00000000-0000-4000-8000-000000000001" }, all[1])
     assert.same({ name = "twin", guid = "00000000-0000-4000-8000-000000000008" }, all[8])
+  end)
+
+  it("surfaces the Cloud Controller's error for a token it does not accept, saying to log in again", function()
+    local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -m 700 " .. dir)
+    assert(sess:save(dir .. "/s.json"))
+    local f = assert(io.open(dir .. "/s.json")); local doc = cjson.decode(f:read("a")); f:close()
+    local bogus = "not-a-token-" .. ("x"):rep(40)
+    doc.access_token, doc.refresh_token = bogus, nil       -- not accepted, and cannot be refreshed
+    f = assert(io.open(dir .. "/s.json", "w")); f:write(cjson.encode(doc)); f:close()
+    local stale = assert(session.load(dir .. "/s.json", { ca_file = s.ca_file }))
+    os.execute("rm -rf " .. dir)
+    local guid, err = org.guid(stale, "myorg")
+    stale:close()
+    assert.is_nil(guid)
+    assert.same({ "auth", 401, "cf", "CF-InvalidAuthToken", 1000 },
+      { err.kind, err.status, err.service, err.code, err.cf_code })
+    assert.matches('^looking up org "myorg" at ' .. sess.host:gsub("%p", "%%%0") .. " failed: the session "
+      .. "expired or the token is not accepted: log in again %(Cloud Controller CF%-InvalidAuthToken: .+, HTTP 401%)",
+      err.message)
+    assert.is_nil(err.message:find(bogus, 1, true))
   end)
 
   it("refuses an empty org name and a session that is not a Cloud Foundry one", function()

@@ -246,6 +246,109 @@ describe("pullsecret.run", function()
     assert.equal(0, writes(s:stats(), "kube"))
   end)
 
+  it("a replaced token that cannot be revoked: the pods are still applied, then step 4 fails naming the fix",
+    function()
+    local r1 = assert(go())
+    s:fault{ listener = "registry", method = "DELETE", path = "/api/v1/tokens/.*", status = 403 }
+    local r, err = go{ rotate = true }
+    s:clear_faults()
+    assert.is_nil(r)
+    assert.equal(4, err.step)
+    assert.matches("^step 4 %(registry token%): the secrets hold the new token ", err.message)
+    assert.matches("replaced token " .. r1.token_id .. " could not be revoked", err.message, 1, true)
+    assert.matches("revoke it with `pullsecret token rm " .. r1.token_id .. "`", err.message, 1, true)
+    assert.equal(r1.token_id, err.orphan)
+    assert.same({ r1.token_id }, err.orphans)
+    -- everything else was done: the secret holds the new token, the pod was checked
+    local res = err.result
+    assert.equal("rotated", res.token)
+    assert.same({}, res.revoked)
+    assert.equal("unchanged", res.pods[1].action)
+    local live = live_tokens(s)
+    assert.equal(2, #live)
+    assert.equal(res.token_id, live[2]._id)
+    assert.equal(live[2].token, (secret_token(s, "default", "regtok", res.registry)))
+    assert.equal("fail", events[#events].phase)
+    assert.equal(4, events[#events].step)
+    assert.equal(7, events[#events - 1].step)
+  end)
+
+  it("interrupted between minting and writing: the token is revoked before the error is raised again", function()
+    local real = assert(require("pullsecret.kube").new{ kubeconfig = s.kubeconfig })
+    local kube = setmetatable({ upsert_secret_many = function() error("interrupted!", 0) end }, { __index = real })
+    local ok, raised = pcall(go, { kube = kube, kubeconfig = false })
+    real:close()
+    assert.is_false(ok)
+    local tokens = s:state("registry").tokens
+    assert.equal(1, #tokens)
+    assert.is_true(tokens[1].revoked)
+    assert.equal("interrupted! (the token " .. tokens[1]._id:sub(1, 8) .. "… minted by this run is revoked)", raised)
+  end)
+
+  it("an invalid secret_name is an input error before anything is sent", function()
+    local r, err = go{ secret_name = "Bad_Name" }
+    assert.is_nil(r)
+    assert.equal("input", err.kind)
+    assert.equal("secret_name", err.field)
+    assert.matches('secret_name "Bad_Name" is not a valid DNS-1123 subdomain', err.message, 1, true)
+    assert.same({}, s:stats().log)
+    assert.equal(0, #s:state("registry").tokens)
+  end)
+
+  it("no secret in any event, log line, error or result, whatever happens", function()
+    local texts = {}
+    local function scan(v, where, seen)
+      seen = seen or {}
+      if type(v) == "string" then
+        texts[#texts + 1] = where .. ": " .. v
+        local raw = #v >= 8 and core.b64decode(v)
+        if raw then texts[#texts + 1] = where .. " (base64-decoded): " .. raw end
+      elseif type(v) == "table" and not seen[v] then
+        seen[v] = true
+        if getmetatable(v) and getmetatable(v).__tostring then texts[#texts + 1] = where .. ": " .. tostring(v) end
+        for k, x in pairs(v) do scan(k, where, seen); scan(x, where .. "." .. tostring(k), seen) end
+      end
+    end
+    local logs = {}
+    local function case(extra)
+      extra = extra or {}
+      extra.log = function(line) logs[#logs + 1] = line end
+      local r, err = go(extra)
+      scan(r, "result"); scan(err, "error"); scan(events, "events")
+      return r, err
+    end
+    local k = assert(require("pullsecret.kube").new{ kubeconfig = s.kubeconfig })
+    assert(k:create{ apiVersion = "v1", kind = "Namespace", metadata = { name = "team-a" } })
+    k:close()
+    assert(case{ namespaces = { "default", "team-a" }, service_accounts = { "default" } })     -- new
+    assert(case{ namespaces = { "default", "team-a" } })                                       -- reused
+    assert(case{ rotate = true, dry_run = true })
+    assert(case{ rotate = true })
+    s:fault{ listener = "kube", method = "PATCH", path = "/api/v1/namespaces/default/secrets/other", status = 500 }
+    local _, err = case{ secret_name = "other" }                     -- minted, not written, revoked
+    s:clear_faults()
+    assert.equal(6, err.step)
+    assert.truthy(err.revoked)
+    _, err = case{ password = "Wr0ng-pa55word" }
+    assert.equal(1, err.step)
+    assert(case{ api = false, docker_server = false, icr = { region = "uk", apikey = "sim-icr-key-789" },
+      pods = false, dry_run = true })
+    assert(case{ api = false, docker_server = false, icr = { region = "uk", apikey = "sim-icr-key-789" },
+      pods = false })
+    for _, line in ipairs(logs) do texts[#texts + 1] = "log: " .. line end
+    assert.is_true(#logs > 50)
+    local secrets = { PASSWORD, "Wr0ng-pa55word", "sim-icr-key-789" }
+    local tokens = s:state("registry").tokens
+    assert.equal(3, #tokens)                                  -- the first, the rotated one, the revoked one
+    for _, t in ipairs(tokens) do secrets[#secrets + 1] = t.token end
+    for _, text in ipairs(texts) do
+      for _, secret in ipairs(secrets) do
+        assert.falsy(text:find(secret, 1, true), text:sub(1, 200))
+      end
+      assert.falsy(text:find("eyJ[%w_%-]+%.[%w_%-]+%.[%w_%-]+"), text:sub(1, 200))
+    end
+  end)
+
   it("missing secret_name or api are input errors naming the option", function()
     local r, err = require("pullsecret").run{ api = "api.example.com", org = "o" }
     assert.is_nil(r)

@@ -373,7 +373,8 @@ end
 --- A raw request. opts: method, path ("/api/v1/..."), query (table), body (table or string),
 -- content_type, idempotent (passed to pullsecret.http), ctx (for messages: { verb =, resource =,
 -- name =, namespace = }).
--- Returns the decoded body (or the raw body when it is not JSON) and the response.
+-- Returns the decoded body ({} for an empty one) and the response; a body that is not JSON is a
+-- kind "protocol" error.
 function Client:request(opts)
   opts = check_opts("client:request", opts)
   if type(opts.path) ~= "string" then error("client:request: path must be a string", 2) end

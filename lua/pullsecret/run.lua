@@ -42,7 +42,11 @@
 -- that some secret holds is kept (err.kept = id) and the message says so; a token that could not be
 -- revoked, or whose use could not be read back, is err.orphan. A pod failure leaves the (valid)
 -- secret in place and says so. Rotation revokes the replaced tokens only after every namespace's
--- secret was read back holding the new one.
+-- secret was read back holding the new one; a replaced token that could not be revoked fails the
+-- run after step 7 with step 4's error (err.orphans = its ids, err.result = the result), whose
+-- message says how to revoke it. An invalid secret_name is an input error before step 1. An error
+-- raised after a token was minted (an interruption) is raised again once the token is settled the
+-- same way, its text saying what became of the token.
 local cjson = require "cjson.safe"
 local core = require "pullsecret.core"
 local errors = require "pullsecret.errors"
@@ -144,6 +148,9 @@ local function check(opts)
     return nil, errors.new("input", "secret_name is missing: name the image pull secret to write (--secret-name)",
       { field = "secret_name" })
   end
+  -- A name the API server would refuse is refused now, before a token is minted for it.
+  local ok, err = require("pullsecret.manifest").check_name("secret_name", opts.secret_name, "subdomain")
+  if not ok then return nil, err end
   if opts.icr then
     if type(opts.icr) ~= "table" then error("pullsecret.run: option 'icr' must be a table", 3) end
   elseif not opts.session and not opts.api then
@@ -623,6 +630,7 @@ end
 -- kept (and said so) when one does. Secrets not verified in step 6 are read back to know.
 function Run:settle(err)
   local id = self.minted
+  self.settled = true
   local holders, unsure, refs, idx = {}, {}, {}, {}
   for _, ns in ipairs(self.namespaces) do
     if self.verified[ns] then holders[#holders + 1] = ns
@@ -712,17 +720,36 @@ function Run:go()
     if self.minted then self:settle(err) end
     return nil, err
   end
+  local unrevoked = {}
   if self.minted and self.token_state == "rotated" then
     local ids = {}
     for _, h in ipairs(self.replaced) do if h.id ~= self.minted then ids[#ids + 1] = h.id end end
     local failed = self:revoke(ids, "replaced")
-    self.revoked = ids
-    if #failed > 0 then
-      return nil, self:fail(4, errors.wrap(failed[1].err, "the new token is in place but the replaced token "
-        .. failed[1].id .. " could not be revoked"))
-    end
+    local bad = {}
+    for _, f in ipairs(failed) do bad[f.id] = true; unrevoked[#unrevoked + 1] = f end
+    self.revoked = {}
+    for _, id in ipairs(ids) do if not bad[id] then self.revoked[#self.revoked + 1] = id end end
   end
+  -- The secrets hold the new token: a replaced token that could not be revoked does not stop the
+  -- pods, but the run fails at the end, naming it and how to revoke it (a re-run would not: no
+  -- secret holds it any more).
   ok, err = self:pods()
+  if #unrevoked > 0 then
+    local ids = {}
+    for i, f in ipairs(unrevoked) do ids[i] = f.id end
+    local note = string.format("the secrets hold the new token %s, but the replaced token%s %s could not be "
+      .. "revoked (%s): revoke %s with `pullsecret token rm %s`", short_id(self.minted), #ids == 1 and "" or "s",
+      table.concat(ids, ", "), tostring(unrevoked[1].err.message), #ids == 1 and "it" or "them",
+      table.concat(ids, " "))
+    if ok then
+      err = self:fail(4, errors.new(unrevoked[1].err.kind, note, unrevoked[1].err))
+      err.cause, err.result = unrevoked[1].err, self:result()
+    else
+      err.message = err.message .. " (and " .. note .. ")"
+    end
+    err.orphan, err.orphans = ids[1], ids
+    return nil, err
+  end
   if not ok then return nil, err end
   return self:result()
 end
@@ -737,6 +764,15 @@ function run.run(opts, on_event)
                               verified = {} }, Run)
   local res
   ok, res, err = pcall(Run.go, self)
+  if not ok and self.minted and not self.settled then
+    -- An error raised after minting (Ctrl-C among them): the token is settled as after a failure,
+    -- and the error says what became of it.
+    local note = errors.new("protocol", "")
+    if pcall(self.settle, self, note) then
+      res = tostring(res) .. (note.revoked and string.format(" (the token %s minted by this run is revoked)",
+        short_id(note.revoked)) or note.message)
+    end
+  end
   self:cleanup()
   if not ok then error(res, 0) end
   return res, err
