@@ -92,7 +92,7 @@ local ok, err = pcall(function()
       end
       local t1 = timed(function() all_ok(h2:batch(reqs2, { concurrency = 1 })) end)
       local t64 = timed(function() all_ok(h2:batch(reqs2, { concurrency = 64 })) end)
-      line("3. HTTP/2 (nghttpd): one stream at a time vs 64 multiplexed", "x1", t1, "x64", t64)
+      line("3. HTTP/2 streams on one connection (nghttpd)", "1 at a time", t1, "64 at once", t64)
     else
       print("3. HTTP/2: nghttpd did not answer over h2; skipped")
     end
