@@ -155,7 +155,14 @@ static int push_jwt_segment(lua_State *L, const char *tok,
   size_t outlen = 0, errpos = 0;
   const char *why = NULL;
   luaL_Buffer b;
-  unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, ps_b64_decoded_max(p->len[k]));
+  unsigned char *out;
+  const char *pad = memchr(tok + p->off[k], '=', p->len[k]);
+  if (pad) {                                     /* compact JWS segments are unpadded */
+    lua_pushfstring(L, "invalid JWT %s: padding '=' at position %I (JWT segments are unpadded base64url)",
+                    label, (lua_Integer)(pad - tok) + 1);
+    return 0;
+  }
+  out = (unsigned char *)luaL_buffinitsize(L, &b, ps_b64_decoded_max(p->len[k]));
   if (ps_b64_decode(tok + p->off[k], p->len[k], out, &outlen, PS_B64_URL, &errpos, &why) != 0) {
     char prefix[48];
     (void)snprintf(prefix, sizeof prefix, "invalid JWT %s: ", label);
@@ -294,6 +301,19 @@ static const char *opt_path(lua_State *L, int idx, const char *name, const char 
   return s;
 }
 
+/* A string option that goes into a request line or header: no control
+ * characters at all (CR or LF would start a header of their own). */
+static const char *opt_line(lua_State *L, int idx, const char *name, const char *what,
+                            int anchor)
+{
+  size_t len, i;
+  const char *s = opt_string(L, idx, name, &len, what, anchor);
+  for (i = 0; s && i < len; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+      luaL_error(L, "%s: '%s' contains a control character (byte %I)", what, name, (lua_Integer)i + 1);
+  return s;
+}
+
 static int opt_boolean(lua_State *L, int idx, const char *name, int dflt, const char *what)
 {
   int t = lua_getfield(L, idx, name), v = dflt;
@@ -357,8 +377,8 @@ static int l_client(lua_State *L)
   o.ca_pem = opt_string(L, 1, "ca_pem", &o.ca_pem_len, what, 2);
   o.cert_pem = opt_string(L, 1, "cert_pem", &o.cert_pem_len, what, 2);
   o.key_pem = opt_string(L, 1, "key_pem", &o.key_pem_len, what, 2);
-  o.proxy = opt_path(L, 1, "proxy", what, 2);
-  o.user_agent = opt_path(L, 1, "user_agent", what, 2);
+  o.proxy = opt_line(L, 1, "proxy", what, 2);
+  o.user_agent = opt_line(L, 1, "user_agent", what, 2);
   o.insecure = opt_boolean(L, 1, "insecure", 0, what);
   o.http2 = opt_boolean(L, 1, "http2", 1, what);
   exclusive(L, o.ca_file, o.ca_pem, "ca_file", "ca_pem");
@@ -495,17 +515,26 @@ static void parse_request(lua_State *L, int idx, ps_request *req, const char *wh
     luaL_error(L, "%s: 'headers' must be a table, got %s", what, luaL_typename(L, -1));
   }
   hs = lua_newuserdatauv(L, (n ? n : 1) * sizeof *hs, 0);
+  /* The names and values are anchored themselves, not only through the
+   * headers table: code run while later fields or requests are read (an
+   * __index, a finalizer) may empty that table and collect them. */
+  lua_createtable(L, (int)(2 * n), 0);
   if (n) {
     lua_pushnil(L);
-    while (lua_next(L, -3)) {
+    while (lua_next(L, -4)) {
       if (i < n) {
         hs[i].name = lua_tolstring(L, -2, &hs[i].name_len);
         hs[i].value = lua_tolstring(L, -1, &hs[i].value_len);
+        lua_pushvalue(L, -2);
+        lua_rawseti(L, -4, (lua_Integer)(2 * i + 1));
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -4, (lua_Integer)(2 * i + 2));
         i++;
       }
       lua_pop(L, 1);
     }
   }
+  lua_setfield(L, anchor, "header_strings");
   lua_setfield(L, anchor, "header_array");
   lua_setfield(L, anchor, "headers");             /* the headers table (or nil) */
   req->headers = hs;

@@ -474,6 +474,18 @@ static int add_request_header(xfer *x, const char *name, size_t nlen, const char
   return 0;
 }
 
+static int is_https(const char *url)
+{
+  static const char scheme[] = "https://";
+  size_t i;
+  for (i = 0; i < sizeof scheme - 1; i++) {
+    char ch = url[i];
+    if (ch >= 'A' && ch <= 'Z') ch = (char)(ch - 'A' + 'a');
+    if (ch != scheme[i]) return 0;
+  }
+  return 1;
+}
+
 #define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(h, opt, val); } while (0)
 
 /* Prepares x->easy for x->req. Returns CURLE_OK or the failing code. */
@@ -496,7 +508,9 @@ static CURLcode setup_easy(xfer *x)
   SET(CURLOPT_FOLLOWLOCATION, 0L);
   SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
   SET(CURLOPT_HTTP_VERSION, c->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
-  if (c->http2) SET(CURLOPT_PIPEWAIT, 1L);
+  /* Waiting for a connection that may multiplex only pays over TLS, where
+   * HTTP/2 is negotiated: over plain HTTP it would serialise two requests. */
+  if (c->http2 && is_https(req->url)) SET(CURLOPT_PIPEWAIT, 1L);
   SET(CURLOPT_TIMEOUT_MS, req->timeout_ms);
   SET(CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
   SET(CURLOPT_USERAGENT, c->user_agent);
@@ -622,7 +636,13 @@ static void fail_transfer(xfer *x, CURLcode rc)
   } else if (x->out_of_memory || rc == CURLE_OUT_OF_MEMORY) {
     set_error(&r->err, PS_ERR_TRANSPORT, CURLE_OUT_OF_MEMORY, "out of memory");
   } else {
-    set_error(&r->err, kind_of(rc), rc, "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+    ps_kind kind = kind_of(rc);
+    /* A TLS alert after the handshake (TLS 1.3: the server refusing the
+     * client certificate) reaches libcurl as a failed read or write. */
+    if ((rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR) && is_https(x->req->url) &&
+        strstr(x->errbuf, "SSL") && strstr(x->errbuf, " alert "))
+      kind = PS_ERR_TLS;
+    set_error(&r->err, kind, rc, "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
   }
   buf_free(&r->body);
   buf_free(&r->headers);

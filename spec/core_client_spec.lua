@@ -83,6 +83,8 @@ describe("core.client options", function()
     { { proxy = true }, "client: 'proxy' must be a string, got boolean" },
     { { user_agent = 1 }, "client: 'user_agent' must be a string, got number" },
     { { ca_file = "a\0b" }, "client: 'ca_file' contains a NUL byte" },
+    { { user_agent = "ua/1\r\nX-Injected: yes" }, "client: 'user_agent' contains a control character (byte 5)" },
+    { { proxy = "http://p:3128\n" }, "client: 'proxy' contains a control character (byte 14)" },
     { { connect_to = "a:1:b:2" }, "client: 'connect_to' must be a list of strings, got string" },
     { { connect_to = { "a:1:b:2", 3 } }, "client: connect_to[2] must be a string" },
     { { ca_file = "/x", ca_pem = "y" }, "client: 'ca_file' and 'ca_pem' are exclusive" },

@@ -280,6 +280,40 @@ describe("core client over HTTP and TLS (simulator)", function()
       assert.are.equal(3, s:stats().requests.echo)   -- the refused ones never left
     end)
 
+    it("keeps an earlier request's header strings alive while a later request is read", function()
+      local c <close> = core.client{}
+      local stamp = string.format("%d", os.time())
+      local h1 = { [("X-Name-"):rep(3) .. stamp] = ("header-value-"):rep(4) .. stamp }
+      local reused = {}
+      -- request 2's __index empties request 1's headers table and collects its strings
+      local second = setmetatable({}, { __index = function(_, k)
+        if k == "url" then
+          for name in pairs(h1) do h1[name] = nil end
+          collectgarbage()
+          collectgarbage()
+          for i = 1, 2000 do reused[i] = ("\1"):rep(60) .. i end      -- new strings take the freed memory
+          return plain.urls.echo .. "/second"
+        end
+      end })
+      local results = c:batch({ { url = plain.urls.echo .. "/first", headers = h1 }, second })
+      local echo = assert(cjson.decode(results[1].body))
+      assert.are.equal(("header-value-"):rep(4) .. stamp, echo.headers[("x-name-"):rep(3) .. stamp])
+      assert.are.equal("/second", cjson.decode(results[2].body).path)
+      assert.are.equal(2000, #reused)
+    end)
+
+    it("runs a plain-HTTP batch fully concurrently (HTTP/2 enabled waits only for TLS connections)", function()
+      plain:fault{ listener = "echo", path = "/slow/.*", delay_ms = 300 }
+      plain:reset_stats()
+      local c <close> = core.client{}                     -- http2 = true by default
+      local reqs = {}
+      for i = 1, 4 do reqs[i] = { url = plain.urls.echo .. "/slow/" .. i } end
+      local results = c:batch(reqs, { concurrency = 4 })
+      plain:clear_faults()
+      for i = 1, 4 do assert.are.equal(200, results[i].status) end
+      assert.are.equal(4, plain:stats().max_in_flight.echo)
+    end)
+
     it("keeps the input order for many concurrent requests", function()
       local c <close> = core.client{ ca_pem = s.ca_pem }
       local reqs = {}
