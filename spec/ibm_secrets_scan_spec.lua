@@ -94,7 +94,10 @@ describe("secrets never appear in errors, log lines or tostring", function()
     local t2 = assert(reg:create{ permanent = false, write = true, description = "scan two" })
     seen(t1.id); assert(reg:list()); assert(reg:get(t1.id))
     assert(reg:revoke(t2.token))
-    seen(select(2, reg:revoke(t2.token .. "x")))
+    local none, rerr = reg:revoke(t2.token .. "x")      -- a revoked token: the registry answers 204
+    assert.is_true(none, rerr and rerr.message)
+    seen(select(2, reg:revoke(t2.token:gsub("%.[^.]*$", ".s*g"))))   -- malformed: refused, never echoed
+    seen(select(2, reg:get(t2.token)))                              -- revoked: 404 naming the id
     seen(select(2, reg:get(t2.id)))
     seen(select(2, registry.token_info(t1.token .. ".extra")))
     seen(select(2, registry.token_info(t1.token:match("^[^.]+%.[^.]+"))))
@@ -104,6 +107,12 @@ describe("secrets never appear in errors, log lines or tostring", function()
     seen(select(2, login.password(opts{ api = "https://127.0.0.1:1", username = "eve@example.com",
       password = PASSWORD, retry = { attempts = 1 } })))
     for _, t in ipairs(s:state("registry").tokens) do secret(t.token) end
+    -- every access token the automatic refreshes of steps 3-4 got, and every refresh token
+    local issued = 0
+    for _, host in ipairs{ "login", "iam" } do
+      for _, t in ipairs(s:state(host).issued) do secret(t); issued = issued + 1 end
+    end
+    assert.is_true(issued > 8, "tokens issued: " .. issued)
     sess:close(); loaded:close(); iam:close()
 
     -- the scan

@@ -376,6 +376,22 @@ describe("IAM API-key login (the modern path)", function()
     sess:close()
   end)
 
+  it("login.login{iam = true} asks IAM even with an api given, at iam.<domain> of that api", function()
+    local g0 = #s:state("iam").grants
+    local sess = assert(login.login{ iam = s.urls.iam, api = s.urls.api, ca_file = s.ca_file,
+                                     apikey = "alice-apikey-1" })
+    assert.equal("iam", sess.kind)
+    assert.equal(g0 + 1, #s:state("iam").grants)
+    sess:close()
+    -- iam = true: the endpoint comes from the api's domain (nothing listens there: the error names it)
+    local _, err = login.login{ iam = true, api = "api.sim.example", apikey = "alice-apikey-1",
+      connect_to = { "iam.sim.example:443:127.0.0.1:1" }, retry = { attempts = 1 } }
+    assert.equal("transport", err.kind)
+    assert.matches("^IAM login at https://iam%.sim%.example", err.message)
+    assert.is_nil(err.message:find("alice-apikey-1", 1, true))
+    assert.equal(g0 + 1, #s:state("iam").grants)
+  end)
+
   it("says the API key was not found, with IAM's code", function()
     local sess, err = login.iam{ iam = s.urls.iam, ca_file = s.ca_file, apikey = "bogus-key-77" }
     assert.is_nil(sess)

@@ -84,10 +84,24 @@ describe("registry tokens (step 4) over TLS", function()
     assert.near(os.time() + 86400, expiring.expires, 10)
   end)
 
-  it("gets a token by id", function()
+  it("gets a token by id, or by the token itself, which is sent as its id", function()
     local made = assert(reg:create{ description = "get me" })
     local got = assert(reg:get(made.id))
     assert.same({ made.token, made.id, true }, { got.token, got.id, got.permanent })
+    local n = #queries(s)
+    got = assert(reg:get(made.token))
+    assert.same({ made.token, made.id }, { got.token, got.id })
+    assert.equal("GET /api/v1/tokens/" .. made.id .. "?", queries(s)[n + 1])
+    -- a failure names the id, never the token
+    assert.is_true(reg:revoke(made.id))
+    local none, err = reg:get(made.token)
+    assert.is_nil(none)
+    assert.same({ "registry", 404 }, { err.kind, err.status })
+    assert.matches("getting registry token " .. made.id, err.message, 1, true)
+    assert.is_nil(err.message:find(made.token, 1, true))
+    none, err = reg:get("not.a.jwt")
+    assert.is_nil(none)
+    assert.equal("protocol", err.kind)
   end)
 
   it("revokes by id and by token; a token is sent as its id, never in the URL", function()
@@ -288,6 +302,25 @@ describe("registry token decoding", function()
       assert.equal("protocol", err.kind)
       assert.equal(message, err.message)
     end
+    local head, claims = jwt.b64url('{"alg":"HS256","typ":"JWT"}'), jwt.b64url('{"jti":"x"}')
+    local more = {
+      [jwt.b64url("not json") .. "." .. claims .. ".sig"] =
+        "malformed registry token: the header is not a JSON object (expected a JWT header)",
+      [head .. "." .. claims .. ".s*g"] =
+        "malformed registry token: the signature is not base64url (expected header.payload.signature)",
+      [head .. "." .. jwt.b64url('{"jti":"x","exp":"soon"}') .. ".sig"] =
+        "malformed registry token: the exp claim is not a number (expected unix seconds)",
+      [head .. "." .. jwt.b64url('{"jti":"x1"}') .. "=.sig"] = "malformed registry token: invalid JWT payload: "
+        .. "padding '=' at position " .. (#head + 1 + #jwt.b64url('{"jti":"x1"}') + 1)
+        .. " (JWT segments are unpadded base64url) (expected a JWT)",
+    }
+    for token, message in pairs(more) do
+      local info, err = registry.token_info(token)
+      assert.is_nil(info, token)
+      assert.equal("protocol", err.kind)
+      assert.equal(message, err.message)
+    end
+    assert.equal("x", assert(registry.token_info(head .. "." .. claims .. ".sig")).id)
     local _, err = registry.token_info("a.b*c.d")
     assert.equal("protocol", err.kind)
     assert.matches("^malformed registry token: ", err.message)

@@ -22,8 +22,9 @@
 --   ca_file, ca_pem, cert_file, cert_pem, key_file, key_pem, insecure, proxy, http2,
 --   user_agent, connect_to, retry, log, on_event   (see pullsecret.http; log gets redacted lines)
 --   timeout_ms, refresh_margin (default 60 s)
--- IAM grant: apikey, iam ("iam.<domain>" or URL; default "iam.<domain>" when `domain` is given,
---   else https://iam.cloud.ibm.com), token_url (default <iam>/identity/token), registry, domain.
+-- IAM grant: apikey, iam ("iam.<domain>" or URL; default "iam.<domain>" when `domain` is given or
+--   `api` is "api.<domain>", else https://iam.cloud.ibm.com), token_url (default <iam>/identity/token),
+--   registry, domain.
 --
 -- Returns a pullsecret.session, or nil and an error: kind "auth" (credentials refused: the
 -- message says what to check), "http" (unexpected status), "protocol" (an answer that is not
@@ -183,13 +184,18 @@ function login.refresh(opts)
   }, { opts.refresh_token })
 end
 
---- IAM API-key grant: opts.apikey, opts.iam (default https://iam.cloud.ibm.com), opts.token_url.
+--- IAM API-key grant: opts.apikey, opts.iam (default iam.<domain>, else https://iam.cloud.ibm.com),
+-- opts.token_url.
 function login.iam(opts)
   check_opts(opts, "iam")
   local ok, err = need(opts, "apikey", "give the IBM Cloud API key (from the environment or a file)")
   if not ok then return nil, err end
   local iam
-  iam, err = login.base_url(opts.iam or (opts.domain and ("iam." .. opts.domain)) or login.IAM_DEFAULT, "iam")
+  local domain = opts.domain
+  if not domain and type(opts.api) == "string" then      -- "api.<domain>" or https://api.<domain>[:port]
+    domain = opts.api:gsub("^%a[%w+.-]*://", ""):match("^api%.([^:/]+)")
+  end
+  iam, err = login.base_url(opts.iam or (domain and ("iam." .. domain)) or login.IAM_DEFAULT, "iam")
   if not iam then return nil, err end
   local token_url = opts.token_url or (iam .. "/identity/token")
   local h, owned = session.http_client(opts)
@@ -210,18 +216,19 @@ function login.iam(opts)
     return nil, err
   end
   return session.from_token(tok, {
-    kind = "iam", api = iam, domain = opts.domain, registry = opts.registry, token_url = token_url,
+    kind = "iam", api = iam, domain = domain, registry = opts.registry, token_url = token_url,
     h = h, owned = owned, refresh_margin = opts.refresh_margin, timeout_ms = opts.timeout_ms,
   })
 end
 
 --- One entry point: the grant follows from the fields given (passcode, apikey, refresh_token,
--- or username + password); `iam = true` or `grant = "iam"` asks for the IAM API-key grant.
+-- or username + password); `iam` (true or the IAM endpoint) or `grant = "iam"` asks for the IAM
+-- API-key grant.
 function login.login(opts)
   check_opts(opts, "login")
   local g = opts.grant
   if not g then
-    if opts.iam and opts.apikey and not opts.api then g = "iam"
+    if opts.iam and opts.apikey then g = "iam"
     elseif opts.passcode then g = "passcode"
     elseif opts.apikey then g = "apikey"
     elseif opts.refresh_token then g = "refresh"

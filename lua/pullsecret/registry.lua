@@ -8,7 +8,7 @@
 --     reg:create{ permanent = false, write = true }      -- expiring (exp in the JWT), read-write
 --     local list = reg:list()
 --       --> { { id =, description =, readonly =, expires = nil | unix, revoked =, owner =, token = }, ... }
---     local t = reg:get(id)                              --> like create's answer
+--     local t = reg:get(id_or_token)                     --> like create's answer
 --     assert(reg:revoke(id_or_token))    -- a JWT (anything with a ".") is revoked by its id, its jti
 --     assert(reg:revoke_by_description("k8s pull secret"))
 --     registry.token_info(token) --> { id =, issuer =, expires = nil | unix, permanent = } | nil, err
@@ -35,8 +35,8 @@ local Registry = {}
 Registry.__index = Registry
 Registry.__name = "pullsecret.registry"
 
---- Claims of a registry token: { id =, issuer =, expires =, permanent = } | nil, err (kind "protocol").
-function registry.token_info(token)
+-- The claims of a JWT, checked for shape: claims | nil, err (kind "protocol").
+local function claims_of(token)
   local function bad(reason)
     return nil, errors.new("protocol", "malformed registry token: " .. reason, { reason = reason })
   end
@@ -49,14 +49,35 @@ function registry.token_info(token)
   if token:find("%.%.") or token:find("^%.") or token:find("%.$") then
     return bad("an empty part (expected header.payload.signature)")
   end
+  if not token:match("[^.]+$"):find("^[%w_-]+$") then
+    return bad("the signature is not base64url (expected header.payload.signature)")
+  end
   local header, payload = core.jwt_claims(token)
   if not header then return bad(ibmerr.scrub(tostring(payload), { token }) .. " (expected a JWT)") end
+  local head = header:find("^%s*{") and cjson.decode(header)
+  if type(head) ~= "table" then return bad("the header is not a JSON object (expected a JWT header)") end
   local claims = payload:find("^%s*{") and cjson.decode(payload)
   if type(claims) ~= "table" then return bad("the payload is not a JSON object (expected JWT claims)") end
-  if type(claims.jti) ~= "string" or claims.jti == "" then return bad("no jti claim (expected the token id)") end
-  local exp = tonumber(claims.exp)
-  return { id = claims.jti, issuer = type(claims.iss) == "string" and claims.iss or nil,
-           expires = exp and math.floor(exp) or nil, permanent = exp == nil }
+  if claims.exp ~= nil and type(claims.exp) ~= "number" then
+    return bad("the exp claim is not a number (expected unix seconds)")
+  end
+  return claims
+end
+
+local function info_of(claims, id)
+  return { id = id, issuer = type(claims.iss) == "string" and claims.iss or nil,
+           expires = claims.exp and math.floor(claims.exp) or nil, permanent = claims.exp == nil }
+end
+
+--- Claims of a registry token: { id =, issuer =, expires =, permanent = } | nil, err (kind "protocol").
+function registry.token_info(token)
+  local claims, err = claims_of(token)
+  if not claims then return nil, err end
+  if type(claims.jti) ~= "string" or claims.jti == "" then
+    return nil, errors.new("protocol", "malformed registry token: no jti claim (expected the token id)",
+      { reason = "no jti claim (expected the token id)" })
+  end
+  return info_of(claims, claims.jti)
 end
 
 --- A registry token client: reg | nil, err (kind "input").
@@ -122,11 +143,19 @@ local function token_record(body, what)
   if type(body.token) ~= "string" or body.token == "" then
     return nil, ibmerr.protocol(what, "a JSON object with a token field", "no token field")
   end
-  local info, err = registry.token_info(body.token)
-  if not info then return nil, errors.wrap(err, what) end
-  local id = info.id
-  if type(body.identifier) == "string" and body.identifier ~= "" then id = body.identifier end
-  return { token = body.token, id = id, permanent = info.permanent, expires = info.expires, issuer = info.issuer }
+  -- the id: the answer's identifier when it has one, else the JWT's jti
+  local claims, err = claims_of(body.token)
+  if not claims then return nil, errors.wrap(err, what) end
+  local id = body.identifier
+  if type(id) ~= "string" or id == "" then
+    local info
+    info, err = registry.token_info(body.token)
+    if not info then return nil, errors.wrap(err, what) end
+    id = info.id
+  end
+  local info = info_of(claims, id)
+  info.token = body.token
+  return info
 end
 
 --- POST /api/v1/tokens: { token, id, permanent, readonly, description, expires, issuer } | nil, err.
@@ -185,13 +214,23 @@ function Registry:list()
   return out
 end
 
-local function check_id(id, fname)
-  if type(id) ~= "string" or id == "" then error("registry:" .. fname .. ": expects a token id", 3) end
+-- A token id, or a token (a JWT: anything with a ".") mapped to its id, its jti, so that the token
+-- never travels in a URL or an error message: id | nil, err.
+local function id_of(id_or_token, fname)
+  if type(id_or_token) ~= "string" or id_or_token == "" then
+    error("registry:" .. fname .. ": expects a token id", 3)
+  end
+  if not id_or_token:find(".", 1, true) then return id_or_token end
+  local info, err = registry.token_info(id_or_token)
+  if not info then return nil, err end
+  return info.id
 end
 
---- GET /api/v1/tokens/<id>: { token, id, permanent, expires, issuer } | nil, err.
-function Registry:get(id)
-  check_id(id, "get")
+--- GET /api/v1/tokens/<id> (a token is looked up by its id, its jti): { token, id, permanent, expires,
+-- issuer } | nil, err.
+function Registry:get(id_or_token)
+  local id, ierr = id_of(id_or_token, "get")
+  if not id then return nil, ierr end
   local res, what = self:call("GET", "/api/v1/tokens/" .. core.urlencode(id), nil,
     { what = "getting registry token " .. id, id = id })
   if not res then return nil, what end
@@ -203,13 +242,8 @@ end
 --- DELETE /api/v1/tokens/<id>; a token (a JWT) is revoked by its id (jti) so that it never
 -- travels in a URL: true | nil, err.
 function Registry:revoke(id_or_token)
-  check_id(id_or_token, "revoke")
-  local id = id_or_token
-  if id_or_token:find("%.") then
-    local info, err = registry.token_info(id_or_token)
-    if not info then return nil, err end
-    id = info.id
-  end
+  local id, ierr = id_of(id_or_token, "revoke")
+  if not id then return nil, ierr end
   local res, what = self:call("DELETE", "/api/v1/tokens/" .. core.urlencode(id), nil,
     { what = "revoking registry token " .. id, id = id, secrets = { id_or_token } })
   if not res then return nil, what end

@@ -216,11 +216,21 @@ function dedicated.form(req)
 end
 
 --- A JSON-able snapshot for specs (never holds passwords; holds issued registry tokens).
+--- Keeps what a token grant of `host` handed out (for specs that scan for leaks: s:state(host).issued).
+function dedicated.issued(st, host, access_token, refresh_token)
+  st.issued = st.issued or {}
+  local list = st.issued[host] or util.array()
+  st.issued[host] = list
+  list[#list + 1] = access_token
+  if refresh_token then list[#list + 1] = refresh_token end
+end
+
 function dedicated.snapshot(st, host)
   local snap = { requests = st.requests[host] or util.array() }
   if #snap.requests == 0 then snap.requests = util.array() end
   if host == "login" or host == "iam" then
     snap.grants = #st.grants[host] > 0 and st.grants[host] or util.array()
+    snap.issued = st.issued and st.issued[host] or util.array()
   end
   if host == "registry" then
     local tokens = util.array()

@@ -42,6 +42,7 @@ function Svc:issue(user, req, refresh_token)
     refresh_token = dedicated.random(32)
     st.refresh[refresh_token] = { user = user, exp = now + c.refresh_lifetime, issuer = "iam" }
   end
+  dedicated.issued(st, "iam", access, refresh_token)
   return util.json(200, {
     access_token = access, refresh_token = refresh_token, token_type = "Bearer",
     expires_in = c.iam_token_lifetime, expiration = now + c.iam_token_lifetime, scope = "ibm openid",

@@ -53,6 +53,7 @@ function Svc:issue(user, req, grant, refresh_token)
     refresh_token = dedicated.random(24) .. "-r"
     st.refresh[refresh_token] = { user = user, exp = now + c.refresh_lifetime, issuer = "uaa" }
   end
+  dedicated.issued(st, "login", access, refresh_token)
   return util.json(200, {
     access_token = access, token_type = "bearer", refresh_token = refresh_token,
     expires_in = c.token_lifetime, scope = table.concat(SCOPES, " "), jti = jti,
