@@ -156,6 +156,26 @@ describe("kubeconfig.load", function()
       assert.are.equal("/nonexistent/explicit", err.file)
     end)
 
+    it("does not skip a KUBECONFIG file it may not read, as client-go does not", function()
+      local d = mktemp_dir()
+      os.execute("chmod 755 " .. d)
+      write(d .. "/unread.yaml", read(FIX .. "/first.yaml"))
+      os.execute("chmod 000 " .. d .. "/unread.yaml")
+      local code = "local k = require 'pullsecret.kubeconfig'; local c, e = k.load{ env = function(n) "
+        .. "if n == 'KUBECONFIG' then return '" .. d .. "/unread.yaml:" .. cwd() .. "/" .. FIX .. "/second.yaml' end "
+        .. "end }; io.write(c and 'loaded ' .. c.cluster_name or e.kind .. ' | ' .. e.file .. ' | ' .. e.message)"
+      -- root reads any file: the check runs as nobody then
+      local as = (os.getenv("USER") == "root" or io.popen("id -u"):read("l") == "0")
+        and "setpriv --reuid=65534 --regid=65534 --clear-groups " or ""
+      local p = io.popen(as .. "env LUA_PATH=" .. sh_quote(package.path) .. " LUA_CPATH=" .. sh_quote(package.cpath)
+        .. " lua5.4 -e " .. sh_quote(code) .. " 2>&1")
+      local out = p:read("a")
+      p:close()
+      os.execute("rm -rf " .. sh_quote(d))
+      assert.are.equal("config | " .. d .. "/unread.yaml | " .. d .. "/unread.yaml: cannot read: Permission denied",
+        out)
+    end)
+
     it("lets options override the context and the namespace", function()
       local cfg = assert(load_list(list, { context = "two", namespace = "override" }))
       assert.are.equal("override", cfg.namespace)

@@ -97,7 +97,7 @@ local TRICKY = {
   "a #b", "#c", "*star", "&anchor", "!tag", "!!str", "%pct", "@at", "`tick", "|pipe", ">gt", "-", "- dash",
   "? q", "[a]", "{a: b}", "'single'", '"double"', "it's", "back\\slash", " lead", "trail ", "two\nlines",
   "tab\tx", "cr\rx", "\u{2028}sep", "del\127", "\u{85}nel", "é😀", "<<", "<v>", "<other>", "=", "---", "...",
-  ".dot", ".Inf", ".NaN", ".5", "._x",
+  ".dot", ".Inf", ".NaN", ".5", "._x", "_1", "_1.5", "_.5", "_1_000", "a:?b", "a:,b", "a:]b",
 }
 
 local function with(t, extra)
@@ -224,6 +224,12 @@ describe("manifest.render", function()
     assert.is_table(got, err)
     assert.are.equal(#objs, #got)
     for i = 1, #objs do assert.are.same(plain(objs[i]), got[i]) end
+  end)
+
+  it("merges only with a plain <<: a quoted '<<' is an ordinary key, as kubectl reads it", function()
+    local obj = assert(manifest.render("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: m\n"
+      .. "base: &b {x: <v>}\ndata:\n  '<<': quoted\n  <<: *b\n", { v = "1" }))
+    assert.are.same({ ["<<"] = "quoted", x = "1" }, plain(obj.data))
   end)
 
   it("fills a placeholder in a key, and tags a scalar to get a number", function()

@@ -707,6 +707,8 @@ local function b64_size(v)
 end
 kube.b64_size = b64_size
 
+local LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
 -- What describe_secrets shows of a list of secrets.
 local function described(items)
   local out = {}
@@ -717,8 +719,16 @@ local function described(items)
     end
     table.sort(data, function(a, b) return a.key < b.key end)
     local meta = s.metadata or {}
+    -- kubectl's last-applied-configuration holds the data itself: left out, as kubectl describe does
+    local annotations
+    for k, v in pairs(type(meta.annotations) == "table" and meta.annotations or {}) do
+      if k ~= LAST_APPLIED then
+        annotations = annotations or {}
+        annotations[k] = v
+      end
+    end
     out[#out + 1] = { name = meta.name, namespace = meta.namespace, type = s.type or "Opaque", data = data,
-                      labels = meta.labels, annotations = meta.annotations }
+                      labels = meta.labels, annotations = annotations }
   end
   table.sort(out, function(a, b) return a.name < b.name end)
   return out

@@ -72,10 +72,12 @@ local function read_file(path)
   return data
 end
 
+-- True unless `path` is missing (ENOENT, ENOTDIR): a file that cannot be read for another reason
+-- (permission denied) is not skipped, as with client-go, and parsing it reports why.
 local function exists(path)
-  local f = io.open(path, "rb")
+  local f, _, code = io.open(path, "rb")
   if f then f:close() return true end
-  return false
+  return code ~= 2 and code ~= 20
 end
 
 local function dirname(path)

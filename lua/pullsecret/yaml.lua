@@ -180,7 +180,7 @@ local function new_loader(text)
       if kind == "end" then break end
       local kline = self.ev.start_mark.line + 1
       if kind ~= "scalar" then fail(kline, "a mapping key must be a scalar") end
-      local merge = (key == "<<")
+      local merge = key == "<<" and self.ev.style == "PLAIN" and not self.ev.tag   -- '<<' is a key
       local k = key_string(key)
       if k == nil then fail(kline, "unsupported mapping key") end
       local value, vkind = load_node()
@@ -320,8 +320,9 @@ local function plain_ok(s)
   if not (s:find("^[A-Za-z_/$]") or (s:find("^%.%a") and not KEYWORDS[s:lower()])) then return false end
   if s:find("[^%w _./:@+=%%~$^()<>;!&*?|\\-]") then return false end -- no # ' " ` , [ ] { } tab etc.
   if s:find(" $") or s:find(": ") or s:find(":$") or s:find("  ") then return false end
+  if s:find(":[^%w/.-]") then return false end          -- ":?" or ":," would break a flow collection
   if KEYWORDS[s:lower()] then return false end
-  return true
+  return resolve_plain(s) == s                           -- "_1" is a number to libyaml
 end
 
 -- Code points YAML cannot hold raw in a single-quoted scalar (non-printable, or line breaks).
