@@ -285,6 +285,52 @@ describe("pullsecret.run", function()
     assert.equal("interrupted! (the token " .. tokens[1]._id:sub(1, 8) .. "… minted by this run is revoked)", raised)
   end)
 
+  it("a template's <dedicated_domain> that cannot be derived is an error before anything is sent", function()
+    -- the api is https://127.0.0.1:PORT and the registry a bare address: no api.<domain>, no registry.<domain>
+    local r, err = go{ docker_server = false }
+    assert.is_nil(r)
+    assert.equal(7, err.step)
+    assert.matches("no value for placeholder <dedicated_domain>", err.message, 1, true)
+    assert.matches("(the domain cannot be derived: the API endpoint is not api.<domain> and the registry is "
+      .. "not registry.<domain>)", err.message, 1, true)
+    assert.same({}, s:stats().log)
+    assert.equal(0, #s:state("registry").tokens)
+    -- a registry.<domain> server key, or a value given, is enough
+    assert.equal("sim.example", require("pullsecret.run").known_domain(opts()))
+    assert.equal("example.com", require("pullsecret.run").known_domain{ api = "https://api.example.com:443" })
+    assert.is_nil(require("pullsecret.run").known_domain{ icr = {}, api = "api.example.com" })
+  end)
+
+  it("a secret another field manager owns (kubectl create) conflicts, and force = true takes it over", function()
+    local k = assert(require("pullsecret.kube").new{ kubeconfig = s.kubeconfig })
+    local by_hand = manifest.pull_secret{ name = "regtok", namespace = "default", server = "registry.sim.example",
+      username = "token", password = "typed-by-hand", email = "a@b.c" }
+    assert(k:request{ method = "POST", path = "/api/v1/namespaces/default/secrets",
+      query = { fieldManager = "kubectl-create" }, body = by_hand })
+    k:close()
+    local r, err = go()
+    assert.is_nil(r)
+    assert.equal(6, err.step)
+    assert.equal("conflict", err.kind)
+    assert.matches("kubectl-create", err.message, 1, true)
+    assert.equal("typed-by-hand", (secret_token(s, "default", "regtok", "registry.sim.example")))
+    assert.equal(0, #live_tokens(s))                      -- the token minted for it was revoked
+    r, err = go{ force = true }
+    assert.is_nil(err)
+    assert.equal("new", r.token)
+    assert.equal(live_tokens(s)[1].token, (secret_token(s, "default", "regtok", "registry.sim.example")))
+  end)
+
+  it("a namespace that does not exist stops the run at step 4, before a token is minted, saying so", function()
+    local r, err = go{ namespace = false, namespaces = { "default", "nosuch" } }
+    assert.is_nil(r)
+    assert.equal(4, err.step)
+    assert.equal("step 4 (registry token): reading the target namespaces before a token is minted: namespace "
+      .. "nosuch does not exist: create it first (kubectl create namespace NAME) or correct -n/namespaces",
+      err.message)
+    assert.equal(0, #s:state("registry").tokens)
+  end)
+
   it("an invalid secret_name is an input error before anything is sent", function()
     local r, err = go{ secret_name = "Bad_Name" }
     assert.is_nil(r)

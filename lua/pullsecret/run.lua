@@ -22,7 +22,8 @@
 --   Steps 5-7: namespace (default: the kubeconfig's) or namespaces = {...}, secret_name (required),
 --     docker_server (the secret's server key; default the registry's host[:port]), docker_username
 --     (default "token"), docker_email, replace_type (a secret of another type is deleted and created
---     again), service_accounts = { "default", ... } (the secret is added to their imagePullSecrets),
+--     again), force (take over fields another field manager owns, e.g. kubectl-create's),
+--     service_accounts = { "default", ... } (the secret is added to their imagePullSecrets),
 --     pods = { { template = text, values = {...} } | { name =, image =, container = } ... },
 --     kube (a pullsecret.kube client) or kubeconfig / context; concurrency (default 16): how many
 --     Kubernetes requests are in flight at once. Each step does its work in every namespace as one
@@ -312,7 +313,9 @@ function Run:registry_token()
   self.reg = reg
   local ok
   ok, err = self:read_secrets()
-  if not ok then return nil, self:fail(4, err) end
+  if not ok then
+    return nil, self:fail(4, errors.wrap(err, "reading the target namespaces before a token is minted"))
+  end
   -- Tokens the secrets hold now.
   local held, held_ids = {}, {}
   for _, ns in ipairs(self.namespaces) do
@@ -373,7 +376,9 @@ function Run:icr()
   self:event(4, "skip", "user iamapikey for " .. c.server)
   local ok
   ok, err = self:read_secrets()
-  if not ok then return nil, self:fail(4, err) end
+  if not ok then
+    return nil, self:fail(4, errors.wrap(err, "reading the target namespaces before a token is minted"))
+  end
   return true
 end
 
@@ -442,7 +447,8 @@ function Run:write_secrets()
   end
   if #todo > 0 then
     self.writing = true
-    local up = self.kube:upsert_secret_many(secrets, self:batch_opts{ replace_type = o.replace_type })
+    local up = self.kube:upsert_secret_many(secrets, self:batch_opts{ replace_type = o.replace_type,
+                                                                      force = o.force })
     local verify, refs = {}, {}
     for j, i in ipairs(todo) do
       if up[j].err then
@@ -681,16 +687,36 @@ function Run:result()
   }
 end
 
--- Pod templates are checked before step 1, so a missing value never costs a minted token.
+--- The domain step 7 fills <dedicated_domain> with, as far as the options tell before step 1: the
+-- session's, `domain`, the api host's (api.<domain>), or the secret's server (registry.<domain>).
+function run.known_domain(o)
+  local d
+  if type(o.session) == "table" then d = o.session.domain
+  elseif not o.icr then
+    d = o.domain
+    if not d and type(o.api) == "string" then d = o.api:gsub("^%a[%w+.-]*://", ""):match("^api%.([^:/]+)") end
+  end
+  if d then return d end
+  local server = o.docker_server or (type(o.registry) == "string" and run.server_key(registry_url(o.registry)))
+  return type(server) == "string" and server:match("^registry%.(.+)$") or nil
+end
+
+-- Pod templates are checked before step 1, so a missing value never costs a minted token. The
+-- values the later steps find (the registry, the domain when it can be known) get a stand-in.
 function Run:check_pods()
   local manifest = require "pullsecret.manifest"
   for i, p in ipairs(self.opts.pods or {}) do
     if p.template then
       local v = self:template_values(p.template, p.values, "default")
-      for _, name in ipairs{ "dedicated_domain", "registry_url" } do
-        if v[name] == nil and p.template:find("<" .. name .. ">", 1, true) then v[name] = "example.com" end
+      if v.registry_url == nil and p.template:find("<registry_url>", 1, true) then v.registry_url = "registry" end
+      if v.dedicated_domain == nil and p.template:find("<dedicated_domain>", 1, true) then
+        v.dedicated_domain = run.known_domain(self.opts)
       end
       local obj, err = manifest.render(p.template, v)
+      if not obj and v.dedicated_domain == nil and p.template:find("<dedicated_domain>", 1, true) then
+        err = errors.new(err.kind, err.message .. " (the domain cannot be derived: the API endpoint is not "
+          .. "api.<domain> and the registry is not registry.<domain>)", err)
+      end
       if not obj then return nil, self:fail(7, errors.wrap(err, "pod " .. i)) end
     end
   end
