@@ -163,6 +163,20 @@ end
 local function host_of(url) return url:match("^https://([^/]+)") end
 local function pat(s) return (s:gsub("%p", "%%%0")) end
 
+-- Creates the docker-registry secret `name` with real kubectl (`kubectl create -f`, field manager
+-- kubectl-create, as the seed's manual step 6 does): exit code, stderr.
+local function kubectl_create(s, dir, name, ns, server, password)
+  local _, text = assert(manifest.pull_secret{ name = name, namespace = ns, server = server, username = "token",
+    password = password, email = "a@b.c" })
+  local file = write(dir .. "/" .. name .. ".json", text)
+  local p = io.popen("kubectl --kubeconfig " .. sh_quote(s.kubeconfig) .. " --cache-dir " .. sh_quote(dir ..
+    "/kcache") .. " create -f " .. sh_quote(file) .. " 2>" .. sh_quote(dir .. "/kubectl.err"))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  os.remove(file)
+  return code, (read(dir .. "/kubectl.err") or "") .. out
+end
+
 local function seed_template(dir)
   return write(dir .. "/mypod.yaml", manifest.SEED_POD_TEMPLATE)
 end
@@ -190,6 +204,13 @@ describe("pullsecret usage", function()
       assert.truthy(r.out:find("^Usage: pullsecret" .. (name ~= "" and (" " .. name:gsub("%-", "%%-")) or "")), name)
       assert.truthy(r.out:find("Example") or r.out:find("pullsecret login %-%-api"), name)
     end
+    local r = pullsecret({ "--help" }, { home = home })
+    assert.truthy(r.out:find("\nExit status: 0 ok, 1 a step failed, 2 usage, 130 interrupted.\n", 1, true), r.out)
+    r = pullsecret({ "secret", "create", "--help" }, { home = home })
+    assert.truthy(r.out:find("\n   %-%-force%-conflicts +Take over the fields another field manager owns"), r.out)
+    r = pullsecret({ "run", "--help" }, { home = home })
+    assert.truthy(r.out:find("\n   %-%-force%-conflicts +Take over the secret's fields another field manager owns"),
+      r.out)
   end)
 
   it("exits 2 with a message on usage errors", function()
@@ -202,7 +223,29 @@ describe("pullsecret usage", function()
       { { "run", "--secret-name", "s", "--username", "u" }, "%-%-api is missing" },
       { { "secret", "create", "x" }, "%-%-docker%-server is missing" },
       { { "pod", "create" }, "give %-%-template FILE" },
-      { { "pod", "create", "--template", "/nonexistent/t.yaml" }, "cannot read the template" },
+      { { "pod", "create", "--template", "/nonexistent/t.yaml" },
+        "cannot read the template /nonexistent/t.yaml: No such file or directory (give the path of a pod " ..
+        "template file, YAML)", true },
+      { { "pod", "create", "--template", home }, "cannot read the template " .. home .. ": Is a directory (give " ..
+        "the path of a pod template file, YAML)", true },
+      { { "secret", "create", "x", "--docker-server", "r.example", "--docker-username", "" },
+        "--docker-username is empty: give the registry user name: token (the default, for a registry token), " ..
+        "iamapikey (an IBM Cloud API key) or the registry's user", true },
+      { { "secret", "get", "Bad_Name" }, 'secret name "Bad_Name" is not a valid DNS-1123 subdomain', true },
+      { { "secret", "describe", "-n", "Bad NS" }, 'namespace "Bad NS" is not a valid DNS-1123 label: use at most ' ..
+        "63 lowercase letters, digits and '-', starting and ending with a letter or digit (-n/--namespace)", true },
+      { { "secret", "get", "regcred", "-n", "Bad NS" }, 'namespace "Bad NS" is not a valid DNS-1123 label', true },
+      { { "secret", "create", "x", "--docker-server", "r.example", "--namespace=Bad NS" },
+        'namespace "Bad NS" is not a valid DNS-1123 label', true },
+      { { "pod", "create", "-n", "Bad NS", "--name", "web", "--image", "i" },
+        'namespace "Bad NS" is not a valid DNS-1123 label', true },
+      { { "secret", "describe", "-n", "" }, "-n/--namespace is empty: give a namespace, or leave -n out for the " ..
+        "context's", true },
+      { { "run", "--secret-name", "s", "--org", "o", "--service-account", "Bad SA" },
+        '--service-account "Bad SA" is not a valid DNS-1123 subdomain', true },
+      { { "run", "--secret-name", "s", "--org", "o", "--service-account", "" },
+        "--service-account is empty: name a service account, e.g. default", true },
+      { { "token", "add", "-o", "json" }, "unknown option '-o'", true },
       { { "run", "--secret-name", "s", "-o", "xml" }, "argument for option '%-o' must be one of" },
       { { "login", "--api", "api.example.com", "--username", "u", "--sso" }, "choose one way to log in" },
       { { "run", "--secret-name", "s", "--org", "o" }, "no credentials: give %-%-username" },
@@ -215,11 +258,12 @@ describe("pullsecret usage", function()
         '%-%-icr%-region: unknown IBM Cloud Container Registry region "xx": use one of us, uk' },
     }
     for _, c in ipairs(cases) do
-      local r = pullsecret(c[1], { home = home })
+      local r = pullsecret(c[1], { home = home, env = { PULLSECRET_DOCKER_PASSWORD = DOCKER_PW } })
       local name = table.concat(c[1], " ")
       assert.equal(2, r.code, name)
-      assert.truthy(r.err:find(c[2]), name .. ": " .. r.err)
+      assert.truthy(r.err:find(c[2], 1, c[3]), name .. ": " .. r.err)
       assert.truthy(r.err:find("Try 'pullsecret"), name)
+      assert.falsy(r.err:find(" = ", 1, true), name .. ": Lua wording: " .. r.err)
       assert.equal("", r.out, name)
     end
   end)
@@ -239,7 +283,22 @@ describe("pullsecret usage", function()
         "%-%-docker%-password%-stdin" },
       { { "secret", "create", "x", "--docker-password=" .. V }, "PULLSECRET_DOCKER_PASSWORD",
         "%-%-docker%-password%-stdin" },
-      { { "token", "rm", "--token", V }, "PULLSECRET_DOCKER_PASSWORD", "stdin" },
+      { { "secret", "create", "x", "--password", V }, "PULLSECRET_DOCKER_PASSWORD", "%-%-docker%-password%-stdin",
+        "PULLSECRET_PASSWORD " },
+      { { "token", "rm", "--token", V }, "Pass tokens on standard input instead, one a line: " ..
+        "`pullsecret token rm %- < token%.txt`", "process list", "PULLSECRET_DOCKER_PASSWORD" },
+      { { "login", "--api", "a", "--token", V }, "A token is not a login credential: `pullsecret login` logs in " ..
+        "with %-%-username U %(the password from PULLSECRET_PASSWORD or %-%-password%-stdin%), %-%-sso %(a " ..
+        "one%-time passcode from PULLSECRET_PASSCODE or %-%-passcode%-stdin%) or %-%-apikey %(an API key from " ..
+        "PULLSECRET_APIKEY or %-%-apikey%-stdin%)%.", "process list", "DOCKER" },
+      { { "login", "--api", "a", "--refresh-token=" .. V }, "A token is not a login credential", "process list",
+        "DOCKER" },
+      { { "run", "--secret-name", "s", "--token", V }, "`pullsecret run` takes no token: it mints the registry " ..
+        "token itself", "PULLSECRET_APIKEY", "DOCKER" },
+      { { "token", "list", "--password", V }, "`pullsecret token list` takes no secret: it uses the session saved " ..
+        "by `pullsecret login`", "process list" },
+      { { "secret", "get", "x", "--token", V }, "`pullsecret secret get` takes no secret: it reaches Kubernetes " ..
+        "with the kubeconfig's credentials", "process list", "DOCKER" },
     }
     for _, c in ipairs(cases) do
       local r = pullsecret(c[1], { home = home })
@@ -247,6 +306,7 @@ describe("pullsecret usage", function()
       assert.equal(2, r.code, name)
       assert.truthy(r.err:find(c[2]), name .. ": " .. r.err)
       assert.truthy(r.err:find(c[3]), name .. ": " .. r.err)
+      if c[4] then assert.falsy(r.err:find(c[4], 1, true), name .. ": " .. r.err) end
       assert.truthy(r.err:find("process list"), name)
       assert.falsy((r.err .. r.out):find(V, 1, true), name)
     end
@@ -434,11 +494,77 @@ describe("pullsecret run against the simulator", function()
     assert.equal(n, #registry_tokens(s))
     assert.truthy(r.err:find("[4/7] registry token … skipped (dry run: no token minted)", 1, true))
     assert.truthy(r.out:find("dry_run: true\n", 1, true))
+    assert.truthy(r.out:find("\ntoken: would rotate\n", 1, true), r.out)
     assert.truthy(r.out:find("  action: would update\n", 1, true))
     assert.truthy(r.out:find("  action: would create\n", 1, true))
     assert.truthy(r.out:find("kind: Secret", 1, true))
     assert.truthy(r.out:find(".dockerconfigjson: '<redacted: %d+ bytes>'"))
     assert.falsy(r.out:find("eyJ", 1, true))
+  end)
+
+  it("--dry-run says what it would do with the token: would rotate, would mint a new token, reused", function()
+    s:reset_stats()
+    local n = #registry_tokens(s)
+    local login = { "--api", s.urls.api, "--cacert", s.ca_file, "--registry", s.urls.registry, "--username", USER,
+      "--org", "demo-org", "--kubeconfig", s.kubeconfig, "-n", "default", "--docker-email", "a@b.c", "--dry-run" }
+    local function dry(name, extra)
+      local argv = { "run", "--secret-name", name, table.unpack(login) }
+      for _, x in ipairs(extra or {}) do argv[#argv + 1] = x end
+      return pullsecret(argv, { home = home, env = { PULLSECRET_PASSWORD = PASSWORD } })
+    end
+    local reg = host_of(s.urls.registry)
+    local r = dry("regcred", { "--rotate" })
+    assert.equal(0, r.code, r.err)
+    assert.equal("registry  " .. reg .. " (user token)\ntoken     would rotate\n" ..
+      "secret    default/regcred would update\n",
+      r.out)
+    r = dry("fresh")
+    assert.equal(0, r.code, r.err)
+    assert.equal("registry  " .. reg .. " (user token)\ntoken     would mint a new token\n" ..
+      "secret    default/fresh would create\n", r.out)
+    assert.truthy(r.err:find("\npullsecret: dry run: no token minted, nothing written\n", 1, true), r.err)
+    r = dry("fresh", { "-o", "json" })
+    assert.equal("would mint a new token", cjson.decode(r.out).token)
+    r = dry("regcred")
+    assert.equal(0, r.code, r.err)
+    local id = live_tokens(s)[1]._id
+    assert.equal("registry  " .. reg .. " (user token)\ntoken     reused, id " .. id .. "\n" ..
+      "secret    default/regcred unchanged\n", r.out)
+    assert.equal(n, #registry_tokens(s))
+    assert.same({}, writes(s, { LOGIN_POST }))
+  end)
+
+  it("a secret made by kubectl: exit 1 naming --force-conflicts; with it the run takes the secret over", function()
+    if os.execute("command -v kubectl >/dev/null 2>&1") ~= true then
+      pending("kubectl is not installed")
+      return
+    end
+    local code, kerr = kubectl_create(s, home, "kcrun", "default", host_of(s.urls.registry), "kubectl-made-pw")
+    assert.equal(0, code, kerr)
+    local argv = { "run", "--api", s.urls.api, "--cacert", s.ca_file, "--registry", s.urls.registry,
+      "--username", USER, "--org", "demo-org", "--kubeconfig", s.kubeconfig, "-n", "default",
+      "--secret-name", "kcrun", "--docker-email", "a@b.c" }
+    local live = #live_tokens(s)
+    local r = pullsecret(argv, { home = home, env = { PULLSECRET_PASSWORD = PASSWORD } })
+    assert.equal(1, r.code, r.err)
+    assert.truthy(r.err:find("[6/7] pull secret … FAILED (conflict)", 1, true), r.err)
+    assert.truthy(r.err:find('pullsecret run: step 6 (pull secret): secret "kcrun" in namespace "default": fields ' ..
+      'owned by another manager would change: .data..dockerconfigjson (conflict with "kubectl-create"', 1, true), r.err)
+    assert.truthy(r.err:find("; --force-conflicts takes them over\n", 1, true), r.err)
+    assert.truthy(r.err:find("\npullsecret: what to do: add --force-conflicts to take those fields over", 1, true),
+      r.err)
+    assert.falsy(r.err:find("force = true", 1, true), r.err)
+    assert.equal("", r.out)
+    assert.equal(live, #live_tokens(s))                       -- the token it minted is revoked again
+    assert.equal("kubectl-made-pw", select(2, secret_login(s, "default", "kcrun", host_of(s.urls.registry))))
+    argv[#argv + 1] = "--force-conflicts"
+    r = pullsecret(argv, { home = home, env = { PULLSECRET_PASSWORD = PASSWORD } })
+    assert.equal(0, r.code, r.err)
+    assert.truthy(r.out:find("\nsecret    default/kcrun updated\n", 1, true), r.out)
+    local res_tokens = live_tokens(s)
+    assert.equal(live + 1, #res_tokens)
+    assert.equal(res_tokens[#res_tokens].token,
+      select(2, secret_login(s, "default", "kcrun", host_of(s.urls.registry))))
   end)
 
   it("-o name and several namespaces with repeated -n; -v logs each request on stderr", function()
@@ -640,9 +766,40 @@ describe("pullsecret login, oauth-token, org and token", function()
     assert.equal(0, r.code, r.err)
     assert.equal("Token identifier " .. added.permanent .. "\nPermanent        true\nExpires          never\n" ..
       "Issuer           registry.sim.example\n", r.out)
+    r = pullsecret({ "token", "get", added.permanent, "-o", "json" }, { home = home })
+    assert.equal(0, r.code, r.err)
+    -- the GET answer holds the token alone: description, read-only and revoked are unknown, left out
+    assert.same({ id = added.permanent, permanent = true, expires = cjson.null, issuer = "registry.sim.example" },
+      cjson.decode(r.out))
+    assert.falsy(r.out:find("description", 1, true))
+    assert.falsy(r.out:find("readonly", 1, true))
+    r = pullsecret({ "token", "get", added.expiring, "-o", "yaml" }, { home = home })
+    assert.truthy(r.out:find("^id: '?" .. pat(added.expiring) .. "'?\npermanent: false\nexpires: %d+\n" ..
+      "issuer: registry.sim.example\n$"), r.out)
+    r = pullsecret({ "token", "get", added.expiring }, { home = home })
+    assert.truthy(r.out:find("^Token identifier " .. pat(added.expiring) .. "\nPermanent        false\n" ..
+      "Expires          %d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d UTC\nIssuer           registry.sim.example\n$"), r.out)
     r = pullsecret({ "token", "get", "no-such-id" }, { home = home })
     assert.equal(1, r.code)
     assert.truthy(r.err:find("no registry token with id no%-such%-id"))
+  end)
+
+  it("token rm - refuses a stdin line that is neither a token id nor a token, without repeating it", function()
+    local live = #live_tokens(s)
+    s:reset_stats()
+    local r = pullsecret({ "token", "rm", "-" }, { home = home,
+      stdin = added.permanent .. "\n\n  hunter2-secretpw  \n" .. added.expiring_token .. "\n" })
+    assert.equal(2, r.code, r.err)
+    assert.equal("pullsecret token rm: line 3 of standard input is neither a token id (a UUID) nor a registry " ..
+      "token (a JWT): give one identifier or token a line (nothing was revoked)\nTry 'pullsecret token rm --help'.\n",
+      r.err)
+    assert.equal("", r.out)
+    assert.same({}, s:stats().log)                           -- nothing sent, not even the good lines
+    assert.equal(live, #live_tokens(s))
+    r = pullsecret({ "token", "rm", "-" }, { home = home, stdin = "637B3D8C-A087-5AF9-A636-16E7EFC70967x\n" })
+    assert.equal(2, r.code, r.err)
+    assert.truthy(r.err:find("line 1 of standard input is neither", 1, true), r.err)
+    assert.falsy(r.err:find("637B3D8C", 1, true), r.err)
   end)
 
   it("token rm revokes by id, and by token read from stdin", function()
@@ -657,6 +814,26 @@ describe("pullsecret login, oauth-token, org and token", function()
     assert.equal(1, select(2, r.out:gsub("\n", "")))       -- the header alone
     r = pullsecret({ "token", "list", "--all" }, { home = home })
     assert.truthy(r.out:find(pat(added.permanent) .. ".-true\n"))
+  end)
+
+  it("token commands with a session that has no registry: exit 2 naming --registry", function()
+    local other = tmpdir()
+    finally(function() rmdir(other) end)
+    local r = pullsecret({ "login", "--api", s.urls.api, "--cacert", s.ca_file, "--username", USER, "--org",
+      "demo-org", "--password-stdin" }, { home = other, stdin = PASSWORD .. "\n" })
+    assert.equal(0, r.code, r.err)
+    for _, argv in ipairs{ { "token", "list", "--org", "demo-org" }, { "token", "add" } } do
+      r = pullsecret(argv, { home = other })
+      assert.equal(2, r.code, r.err)
+      assert.equal("pullsecret " .. argv[1] .. " " .. argv[2] .. ": the registry is unknown: the saved session has " ..
+        "none (`pullsecret login` was given no --registry and could not derive it from the API endpoint): give " ..
+        "--registry HOST|URL, e.g. --registry registry.<domain>, or log in again with --registry\n" ..
+        "Try 'pullsecret " .. argv[1] .. " " .. argv[2] .. " --help'.\n", r.err)
+      assert.equal("", r.out)
+    end
+    r = pullsecret({ "token", "list", "--registry", s.urls.registry }, { home = other })
+    assert.equal(0, r.code, r.err)
+    assert.truthy(r.out:find("^TOKEN ID"), r.out)
   end)
 
   it("login with the passcode from the environment, and the API key on stdin", function()
@@ -802,12 +979,61 @@ describe("pullsecret secret and pod", function()
     local r = cmd({ table.unpack(argv) }, { env = { PULLSECRET_DOCKER_PASSWORD = DOCKER_PW } })
     assert.equal(1, r.code)
     assert.truthy(r.err:find("already exists with type Opaque, not kubernetes.io/dockerconfigjson", 1, true), r.err)
+    assert.truthy(r.err:find("a secret's type cannot be changed: --replace-type deletes it and creates it again\n",
+      1, true), r.err)
+    assert.falsy(r.err:find("replace_type", 1, true), r.err)
     assert.truthy(r.err:find("what to do: add %-%-replace%-type"), r.err)
     argv[#argv + 1] = "--replace-type"
     r = cmd(argv, { env = { PULLSECRET_DOCKER_PASSWORD = DOCKER_PW } })
     assert.equal(0, r.code, r.err)
     assert.equal("secret/typed created (replaced a secret of another type)\n", r.out)
     assert.equal(DOCKER_PW, select(2, secret_login(s, "apps", "typed", "r.example")))
+  end)
+
+  it("secret create over a secret kubectl made: exit 1 naming --force-conflicts; with it, updated", function()
+    if os.execute("command -v kubectl >/dev/null 2>&1") ~= true then
+      pending("kubectl is not installed")
+      return
+    end
+    local code, kerr = kubectl_create(s, home, "kc", "default", "registry.example.com", "kubectl-made-pw")
+    assert.equal(0, code, kerr)
+    local argv = { "secret", "create", "kc", "-n", "default", "--docker-server", "registry.example.com",
+      "--docker-email", "a@b.c" }
+    local r = cmd({ table.unpack(argv) }, { env = { PULLSECRET_DOCKER_PASSWORD = DOCKER_PW } })
+    assert.equal(1, r.code, r.err)
+    assert.equal('pullsecret secret create: secret "kc" in namespace "default": fields owned by another manager ' ..
+      'would change: .data..dockerconfigjson (conflict with "kubectl-create" using v1); --force-conflicts takes ' ..
+      "them over\npullsecret: what to do: add --force-conflicts to take those fields over (as `kubectl apply " ..
+      "--server-side --force-conflicts` does), e.g. for a secret made by `kubectl create secret docker-registry`\n",
+      r.err)
+    assert.equal("", r.out)
+    assert.equal("kubectl-made-pw", select(2, secret_login(s, "default", "kc", "registry.example.com")))
+    argv[#argv + 1] = "--force-conflicts"
+    r = cmd({ table.unpack(argv) }, { env = { PULLSECRET_DOCKER_PASSWORD = DOCKER_PW } })
+    assert.equal(0, r.code, r.err)
+    assert.equal("secret/kc updated\n", r.out)
+    local user, pass = secret_login(s, "default", "kc", "registry.example.com")
+    assert.equal("token", user)
+    assert.equal(DOCKER_PW, pass)
+    s:reset_stats()
+    r = cmd({ table.unpack(argv) }, { env = { PULLSECRET_DOCKER_PASSWORD = DOCKER_PW } })
+    assert.equal("secret/kc unchanged\n", r.out)
+    assert.same({}, writes(s))
+  end)
+
+  it("a namespace that is not a DNS-1123 label is refused (exit 2) before any request", function()
+    s:reset_stats()
+    for _, argv in ipairs{ { "secret", "describe", "-n", "Bad NS" }, { "secret", "get", "regcred", "-n", "Bad NS" },
+        { "secret", "create", "regcred", "-n", "Bad NS", "--docker-server", "r.example" },
+        { "pod", "create", "-n", "Bad NS", "--name", "web", "--image", "i" } } do
+      local r = cmd(argv, { env = { PULLSECRET_DOCKER_PASSWORD = DOCKER_PW } })
+      assert.equal(2, r.code, r.err)
+      assert.truthy(r.err:find('^pullsecret [%a ]+: namespace "Bad NS" is not a valid DNS%-1123 label: .* %(%-n/' ..
+        '%-%-namespace%)\nTry '), r.err)
+      assert.falsy(r.err:find("No secrets", 1, true))
+      assert.equal("", r.out)
+    end
+    assert.same({}, s:stats().log)
   end)
 
   it("secret get shows the secret with every value redacted", function()
@@ -858,6 +1084,18 @@ describe("pullsecret secret and pod", function()
     assert.equal("registry.example.com/team/web:latest", pod.spec.containers[1].image)
     assert.equal("app", pod.spec.containers[1].name)
     assert.equal("regcred", pod.spec.imagePullSecrets[1].name)
+    local rv = pod.metadata.resourceVersion
+    s:reset_stats()
+    r = cmd({ "pod", "create", "-n", "apps", "--template", t, "--set", "pod_name=mypod",
+      "--set", "container_name=app", "--set", "dedicated_domain=example.com", "--set", "my_namespace=team",
+      "--set", "my_image=web", "--set", "secret_name=regcred" })
+    assert.equal(0, r.code, r.err)
+    assert.equal("pod/mypod unchanged\n", r.out)
+    assert.same({}, writes(s))
+    k = kube_client(s)
+    assert.equal(rv, assert(k:get{ api_version = "v1", kind = "Pod", namespace = "apps", name = "mypod" })
+      .metadata.resourceVersion)
+    k:close()
     r = cmd({ "pod", "create", "-n", "apps", "--template", t, "--set", "pod_name=mypod" })
     assert.equal(2, r.code)
     assert.truthy(r.err:find("no value for placeholder <container_name>.*pass %-%-set container_name=VALUE"))
@@ -874,6 +1112,20 @@ describe("pullsecret secret and pod", function()
       "--container", "c", "--pull-secret", "regcred" })
     assert.equal(0, r.code, r.err)
     assert.equal("pod/web created\n", r.out)
+    s:reset_stats()
+    r = cmd({ "pod", "create", "-n", "apps", "--name", "web", "--image", "registry.example.com/team/web:2",
+      "--container", "c", "--pull-secret", "regcred" })
+    assert.equal(0, r.code, r.err)
+    assert.equal("pod/web unchanged\n", r.out)
+    assert.same({}, writes(s))
+    r = cmd({ "pod", "create", "-n", "apps", "--name", "web", "--image", "registry.example.com/team/web:3",
+      "--container", "c", "--pull-secret", "regcred" })
+    assert.equal(0, r.code, r.err)
+    assert.equal("pod/web configured\n", r.out)
+    local k = kube_client(s)
+    assert.equal("registry.example.com/team/web:3",
+      assert(k:get{ api_version = "v1", kind = "Pod", namespace = "apps", name = "web" }).spec.containers[1].image)
+    k:close()
     r = cmd({ "pod", "create", "-n", "apps", "--name", "Not_A_Name", "--image", "x" })
     assert.equal(2, r.code)
     assert.truthy(r.err:find("name"))
@@ -1059,7 +1311,8 @@ describe("pullsecret sim", function()
     local api = out:match("\n  api +(%S+)")
     local registry = out:match("\n  registry +(%S+)")
     assert.truthy(out:find("\n  kubeconfig  " .. d .. "/files/kubeconfig\n", 1, true))
-    assert.truthy(out:find("Demo user: demo@example.com, password demo-password", 1, true))
+    assert.truthy(out:find("Demo user: demo@example.com, password demo-password, API key demo-apikey, " ..
+      "passcode demo-passcode (one use), org demo-org\n", 1, true), out)
     assert.truthy(read(d .. "/files/ca.crt"):find("BEGIN CERTIFICATE", 1, true))
     local r = process({ "run", "--api", api, "--cacert", d .. "/files/ca.crt", "--registry", registry,
       "--username", USER, "--org", "demo-org", "--kubeconfig", d .. "/files/kubeconfig", "-n", "default",
@@ -1081,7 +1334,7 @@ describe("pullsecret never prints a secret", function()
   it("no password, API key, passcode or registry token in any output but token add and oauth-token", function()
     assert.truthy(#transcripts > 50)
     assert.truthy(#issued > 5)
-    local secrets = { PASSWORD, APIKEY, PASSCODE, DOCKER_PW, "hunter2-value" }
+    local secrets = { PASSWORD, APIKEY, PASSCODE, DOCKER_PW, "hunter2-value", "hunter2-secretpw", "kubectl-made-pw" }
     local exempt = 0
     for _, r in ipairs(transcripts) do
       local text = (r.out or "") .. (r.err or "")

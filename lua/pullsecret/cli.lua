@@ -24,13 +24,14 @@
 --   secret describe [NAME] [-n NS] step 5, like kubectl describe secrets (key sizes, never values)
 --   secret get NAME [-n NS]        the Secret as YAML (-o json|name), every data value redacted
 --   secret create NAME --docker-server S [--docker-username token] [--docker-email E]
---                  [--docker-password-stdin] [--replace-type]    step 6, an upsert
+--                  [--docker-password-stdin] [--replace-type] [--force-conflicts]   step 6, an upsert
 --   pod create (--template FILE [--set k=v]... | --name N --image I [--container C] [--pull-secret S]...)
 --                                  step 7, server-side apply
 --   run --org ORG --secret-name NAME [...]   all seven steps via pullsecret.run (see `run --help`)
 --   sim [--dir DIR] [--max-seconds N]         the simulator in the foreground, for users' own tests
 -- Common options where they apply: --kubeconfig, --context, -n/--namespace, --dry-run,
---   -o yaml|json|name, -v (one redacted line per HTTP request on stderr), --cacert FILE (IBM hosts).
+--   -v (one redacted line per HTTP request on stderr), --cacert FILE (IBM hosts); -o yaml|json|name on
+--   token list, secret describe|get|create, pod create and run, -o yaml|json on org and token get.
 --
 -- Secrets never come from arguments (they would show in the process list and shell history):
 --   PULLSECRET_PASSWORD (--username), PULLSECRET_PASSCODE (--sso), PULLSECRET_APIKEY (--apikey,
@@ -86,21 +87,74 @@ local function looks_like_jwt(s)
   return s:find("^eyJ[%w_-]*%.[%w_-]+%.[%w_-]*$") ~= nil
 end
 
-local function refusal(opt, how)
-  return usage(string.format("%s is refused: %s given as an argument is visible to every user of this " ..
-    "machine in the process list and is kept in the shell history. Set %s in the environment, or pass " ..
-    "it on standard input with %s (or answer the prompt when standard input is a terminal).",
-    opt, how.what, how.env, how.stdin))
+local function is_uuid(s)
+  return s:find("^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$") ~= nil
 end
 
---- Checks the raw arguments for secrets: nil | err (kind "usage"). Never echoes a value.
+-- The command path named in argv ("token add"), for messages.
+local function command_path(argv)
+  local tops = { login = 0, logout = 0, ["oauth-token"] = 0, org = 0, token = 1, secret = 1, pod = 1, run = 0,
+                 sim = 0 }
+  local path = {}
+  for _, a in ipairs(argv) do
+    if not a:find("^%-") then
+      if #path == 0 then
+        if tops[a] == nil then break end
+        path[1] = a
+        if tops[a] == 0 then break end
+      else
+        path[2] = a
+        break
+      end
+    end
+  end
+  return table.concat(path, " ")
+end
+
+local LOGIN_WAYS = "--username U (the password from PULLSECRET_PASSWORD or --password-stdin), --sso (a " ..
+  "one-time passcode from PULLSECRET_PASSCODE or --passcode-stdin) or --apikey (an API key from " ..
+  "PULLSECRET_APIKEY or --apikey-stdin)"
+
+-- What the command `path` takes instead of the refused option: the advice of a refusal.
+local function instead(how, path)
+  local top = path:match("^%S+") or ""
+  if path == "secret create" or (how ~= HOW.docker and (top == "login" or top == "run" or top == "")) then
+    if path == "secret create" then how = HOW.docker end
+    return string.format("Set %s in the environment, or pass it on standard input with %s (or answer the " ..
+      "prompt when standard input is a terminal).", how.env, how.stdin)
+  elseif top == "login" then
+    return "A token is not a login credential: `pullsecret login` logs in with " .. LOGIN_WAYS .. "."
+  elseif top == "run" then
+    return "`pullsecret run` takes no token: it mints the registry token itself, after logging in with " ..
+      LOGIN_WAYS .. ", or with the session of `pullsecret login`; --icr-region reads its API key from " ..
+      "PULLSECRET_APIKEY or --apikey-stdin."
+  elseif path == "token rm" and how == HOW.docker then
+    return "Pass tokens on standard input instead, one a line: `pullsecret token rm - < token.txt`."
+  elseif top == "secret" or top == "pod" then
+    return "`pullsecret " .. path .. "` takes no secret: it reaches Kubernetes with the kubeconfig's " ..
+      "credentials (--kubeconfig, --context)."
+  elseif top == "token" or top == "org" or top == "oauth-token" then
+    return "`pullsecret " .. path .. "` takes no secret: it uses the session saved by `pullsecret login`, " ..
+      "which logs in with " .. LOGIN_WAYS .. "."
+  end
+  return "`pullsecret " .. path .. "` takes no secret."
+end
+
+local function refusal(opt, how, path)
+  return usage(string.format("%s is refused: %s given as an argument is visible to every user of this " ..
+    "machine in the process list and is kept in the shell history. %s", opt, how.what, instead(how, path or "")))
+end
+
+--- Checks the raw arguments for secrets: nil | err (kind "usage"). Never echoes a value. The advice
+-- fits the subcommand argv names (what it reads instead).
 function cli.check_secret_args(argv)
+  local path = command_path(argv)
   for i, a in ipairs(argv) do
     if a == "--" then break end
     local opt, value = a:match("^(%-%-?[%w-]+)=(.*)$")
     opt = opt or a
     local r = REFUSED[opt]
-    if r and not r.flag then return refusal(opt, r) end
+    if r and not r.flag then return refusal(opt, r, path) end
     if r and r.flag then
       local nxt = argv[i + 1]
       if value or (nxt and nxt ~= "" and not nxt:find("^%-")) then
@@ -213,11 +267,17 @@ end
 
 -- Files -----------------------------------------------------------------------------------------
 
+-- A file's bytes: text | nil, why (the OS's reason without the path, e.g. "Is a directory").
 local function read_file(path)
   local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local s = f:read("a")
+  if not f then
+    err = tostring(err)
+    if err:sub(1, #path + 2) == path .. ": " then err = err:sub(#path + 3) end
+    return nil, err
+  end
+  local s, rerr = f:read("a")
   f:close()
+  if not s then return nil, tostring(rerr or "unreadable") end
   return s
 end
 
@@ -375,7 +435,8 @@ The seven steps of the procedure, one by one or all at once:
   7 pods         pullsecret pod create -n apps --template mypod.yaml --set pod_name=web ...
   all            pullsecret run --api api.<domain> --username me@example.com --org myorg -n apps --secret-name regcred
 Secrets come from PULLSECRET_PASSWORD, PULLSECRET_PASSCODE, PULLSECRET_APIKEY, PULLSECRET_DOCKER_PASSWORD,
-from --*-stdin or from a prompt; never from arguments. Exit status: 0 ok, 1 a step failed, 2 usage.
+from --*-stdin or from a prompt; never from arguments.
+Exit status: 0 ok, 1 a step failed, 2 usage, 130 interrupted.
 Run `pullsecret <command> --help` for each command.]])
 
   -- login / logout / oauth-token / org
@@ -486,6 +547,8 @@ A token given as an argument is refused: it would be visible in the process list
   screate:option("--docker-email", "E-mail stored in the secret (unused by Kubernetes; e.g. a@b.c)."):argname("EMAIL")
   screate:flag("--docker-password-stdin", "Read the password (the registry token) from standard input.")
   screate:flag("--replace-type", "Replace a secret of the same name but another type (delete, then create).")
+  screate:flag("--force-conflicts", "Take over the fields another field manager owns (e.g. a secret made by " ..
+    "`kubectl create secret`), like kubectl apply --server-side --force-conflicts.")
   screate:flag("--dry-run", "Build the secret, send nothing.")
   opt_kube(screate)
   opt_output(screate, { "json", "yaml", "name" })
@@ -542,6 +605,8 @@ Examples:
   run:flag("--readwrite", "Read-write token (default read-only).")
   run:flag("--rotate", "Mint a new token, write and check it, then revoke the one it replaces.")
   run:flag("--replace-type", "Replace a secret of the same name but another type.")
+  run:flag("--force-conflicts", "Take over the secret's fields another field manager owns (e.g. " ..
+    "`kubectl create secret`'s), like kubectl apply --server-side --force-conflicts.")
   run:option("--service-account", "Add the secret to this service account's imagePullSecrets; repeat it.")
     :count("*"):argname("SA")
   run:option("--pod-template", "Pod template to apply (step 7)."):argname("FILE")
@@ -573,26 +638,6 @@ Example:
   pullsecret sim --dir /tmp/sim      # then, in another terminal, the commands it prints
 Stops on Ctrl-C or SIGTERM.]])
   return p
-end
-
--- The command path named in argv ("token add"), for messages.
-local function command_path(argv)
-  local tops = { login = 0, logout = 0, ["oauth-token"] = 0, org = 0, token = 1, secret = 1, pod = 1, run = 0,
-                 sim = 0 }
-  local path = {}
-  for _, a in ipairs(argv) do
-    if not a:find("^%-") then
-      if #path == 0 then
-        if tops[a] == nil then break end
-        path[1] = a
-        if tops[a] == 0 then break end
-      else
-        path[2] = a
-        break
-      end
-    end
-  end
-  return table.concat(path, " ")
 end
 
 -- Shared steps ----------------------------------------------------------------------------------
@@ -643,6 +688,12 @@ end
 function Ctx:registry(a)
   local s, target = self:load_session(a)
   if not s then return nil, target end
+  if a.registry == "" then return nil, usage("--registry is empty: give the registry host, e.g. registry.<domain>") end
+  if not a.registry and (type(s.registry) ~= "string" or s.registry == "") then
+    return nil, usage("the registry is unknown: the saved session has none (`pullsecret login` was given no " ..
+      "--registry and could not derive it from the API endpoint): give --registry HOST|URL, e.g. --registry " ..
+      "registry.<domain>, or log in again with --registry")
+  end
   local org = a.org or target.org
   if not org then
     return nil, usage("no org: give --org ORG (or log in with `pullsecret login ... --org ORG`)")
@@ -677,14 +728,20 @@ local function parse_sets(list)
   return values
 end
 
--- The library's advice names Lua values; the command's user passes --set.
+-- The library's advice names Lua options and values; the command's user passes flags and --set.
 local function cli_values(message)
-  return (message:gsub('pass ([%w_%-]+) = "%.%.%." in the values', "pass --set %1=VALUE"))
+  message = message:gsub('pass ([%w_%-]+) = "%.%.%." in the values', "pass --set %1=VALUE")
+  message = message:gsub("replace_type = true", "--replace-type")
+  message = message:gsub("force = true", "--force-conflicts")
+  return message
 end
 
 local function template_text(path)
   local text, err = read_file(path)
-  if not text then return nil, usage("cannot read the template " .. path .. ": " .. tostring(err)) end
+  if not text then
+    return nil, usage("cannot read the template " .. path .. ": " .. err .. " (give the path of a pod template " ..
+      "file, YAML)")
+  end
   return text
 end
 
@@ -822,10 +879,15 @@ local function when(t)
   return os.date("!%Y-%m-%d %H:%M:%S UTC", t)
 end
 
-local function token_view(t)
-  return yaml.object({ id = t.id, readonly = t.readonly, permanent = t.expires == nil,
-    expires = t.expires or yaml.null, description = t.description or yaml.null, revoked = t.revoked,
-    issuer = t.issuer }, { "id", "readonly", "permanent", "expires", "description", "revoked", "issuer" })
+-- A token's metadata for -o. `known`: the fields the registry's answer tells (default: all of them);
+-- the others are left out, not shown as null. A null `expires` means never (a permanent token).
+local function token_view(t, known)
+  local v = { id = t.id, readonly = t.readonly, permanent = t.expires == nil, expires = t.expires or yaml.null,
+    description = t.description or yaml.null, revoked = t.revoked, issuer = t.issuer }
+  if known then
+    for k in pairs(v) do if not known[k] then v[k] = nil end end
+  end
+  return yaml.object(v, { "id", "readonly", "permanent", "expires", "description", "revoked", "issuer" })
 end
 
 local token = {}
@@ -889,10 +951,14 @@ function token.get(ctx, a)
   local t
   t, err = reg:get(a.id)
   if not t then return nil, err end
-  t.readonly = nil
-  if a.output then return ctx:emit(a.output, token_view(t)) end
-  ctx:out("Token identifier ", tostring(t.id), "\n", "Permanent        ", tostring(t.permanent), "\n",
-          "Expires          ", when(t.expires), "\n", "Issuer           ", tostring(t.issuer), "\n")
+  -- The answer holds the token alone: its id, expiry and issuer are known (its claims), its
+  -- description, read-only flag and revocation are not.
+  if a.output then
+    return ctx:emit(a.output, token_view(t, { id = true, permanent = true, expires = true, issuer = true }))
+  end
+  ctx:out("Token identifier ", tostring(t.id), "\n", "Permanent        ", tostring(t.expires == nil), "\n",
+          "Expires          ", when(t.expires), "\n")
+  if t.issuer then ctx:out("Issuer           ", t.issuer, "\n") end
   return 0
 end
 
@@ -902,9 +968,19 @@ function token.rm(ctx, a)
     if x == "-" then
       if ctx.stdin_used then return nil, usage("`-` may be given once") end
       ctx.stdin_used = "-"
+      -- Standard input is the secrets channel: a line that is neither an id nor a token may be a
+      -- password pasted by mistake, so it is refused without being repeated or sent anywhere.
+      local n = 0
       for line in ctx.stdin:lines() do
+        n = n + 1
         line = line:gsub("^%s+", ""):gsub("%s+$", "")
-        if line ~= "" then ids[#ids + 1] = line end
+        if line ~= "" then
+          if not is_uuid(line) and not looks_like_jwt(line) then
+            return nil, usage("line " .. n .. " of standard input is neither a token id (a UUID) nor a registry " ..
+              "token (a JWT): give one identifier or token a line (nothing was revoked)")
+          end
+          ids[#ids + 1] = line
+        end
       end
     else
       ids[#ids + 1] = x
@@ -986,11 +1062,25 @@ local function same_secret(live, wanted)
   return true
 end
 
+-- The NAME argument of secret get / create, checked before anything is read or sent: true | nil, err.
+local function check_secret_name(name)
+  local valid, verr = manifest.check_name("secret name", name, "subdomain")
+  if not valid then return nil, usage(verr.message) end
+  return true
+end
+
 function secret.create(ctx, a)
   if not a.docker_server or a.docker_server == "" then
     return nil, usage("--docker-server is missing: give the registry host, e.g. registry.<domain>")
   end
-  local password, err = ctx:secret(HOW.docker, a.docker_password_stdin, "Password (registry token): ")
+  if a.docker_username == "" then
+    return nil, usage("--docker-username is empty: give the registry user name: token (the default, for a " ..
+      "registry token), iamapikey (an IBM Cloud API key) or the registry's user")
+  end
+  local valid, err = check_secret_name(a.name)
+  if not valid then return nil, err end
+  local password
+  password, err = ctx:secret(HOW.docker, a.docker_password_stdin, "Password (registry token): ")
   if not password then return nil, err end
   local k
   k, err = ctx:kube(a, a.namespace)
@@ -1008,7 +1098,7 @@ function secret.create(ctx, a)
     action, obj = "unchanged", current
   else
     local r
-    r, err = k:upsert_secret(obj, { replace_type = a.replace_type })
+    r, err = k:upsert_secret(obj, { replace_type = a.replace_type, force = a.force_conflicts or nil })
     if not r then return nil, err end
     action = r.action .. (r.replaced and " (replaced a secret of another type)" or "")
     obj = r.object or obj
@@ -1024,7 +1114,10 @@ function secret.create(ctx, a)
 end
 
 function secret.get(ctx, a)
-  local k, err = ctx:kube(a, a.namespace)
+  local valid, err = check_secret_name(a.name)
+  if not valid then return nil, err end
+  local k
+  k, err = ctx:kube(a, a.namespace)
   if not k then return nil, err end
   local obj
   obj, err = k:get{ api_version = "v1", kind = "Secret", namespace = a.namespace or k.namespace, name = a.name }
@@ -1073,10 +1166,25 @@ function commands.pod(ctx, a)
   obj.metadata.namespace = obj.metadata.namespace or ns or k.namespace
   local action = "created (dry run)"
   if not a.dry_run then
-    local applied, status = k:apply(obj)
-    if not applied then return nil, status end
-    action = status == 201 and "created" or "configured"
-    obj = applied
+    -- Read first: a pod that already holds what is wanted is left alone (nothing written, as
+    -- `secret create` and `run` do); after an apply, the same resourceVersion means nothing changed.
+    local current, gerr = k:get(obj)
+    if not current and tonumber(gerr.code) ~= 404 then return nil, gerr end
+    if current and require("pullsecret.run").contains(current, obj) then
+      action, obj = "unchanged", current
+    else
+      local applied, status = k:apply(obj)
+      if not applied then return nil, status end
+      local before = current and type(current.metadata) == "table" and current.metadata.resourceVersion
+      if status == 201 or not current then
+        action = "created"
+      elseif before and type(applied.metadata) == "table" and applied.metadata.resourceVersion == before then
+        action = "unchanged"
+      else
+        action = "configured"
+      end
+      obj = applied
+    end
   end
   local kind = tostring(obj.kind):lower()
   if a.output == "name" then
@@ -1124,6 +1232,9 @@ function cli.hint(err)
   local status = tonumber(err.status or err.code)
   if err.kind == "conflict" and err.reason == "TypeMismatch" then
     return "add --replace-type to delete the secret of the other type and create it again"
+  elseif err.kind == "conflict" and err.reason == "FieldManagerConflict" then
+    return "add --force-conflicts to take those fields over (as `kubectl apply --server-side --force-conflicts` " ..
+      "does), e.g. for a secret made by `kubectl create secret docker-registry`"
   elseif err.kind == "kube" and status == 403 then
     return "use another --context, or ask the cluster's administrator for that permission (RBAC)"
   elseif status and status >= 500 and status <= 599 then
@@ -1165,7 +1276,12 @@ function commands.run(ctx, a)
   local opts = { secret_name = a.secret_name, docker_email = a.docker_email, registry = a.registry,
     docker_server = a.docker_server, description = a.description, write = a.readwrite or nil,
     rotate = a.rotate or nil, dry_run = a.dry_run or nil, replace_type = a.replace_type or nil,
-    log = ctx.log }
+    force = a.force_conflicts or nil, log = ctx.log }
+  for _, sa in ipairs(a.service_account) do
+    if sa == "" then return nil, usage("--service-account is empty: name a service account, e.g. default") end
+    local sok, serr = manifest.check_name("--service-account", sa, "subdomain")
+    if not sok then return nil, usage(serr.message) end
+  end
   if #a.service_account > 0 then opts.service_accounts = a.service_account end
   if a.concurrency then
     opts.concurrency = math.tointeger(tonumber(a.concurrency))
@@ -1246,6 +1362,14 @@ function commands.run(ctx, a)
     opts.org = a.org or target.org
     if not opts.org then return nil, usage("--org is missing: name the org whose images the token reads") end
   end
+  -- <dedicated_domain> in the template needs a domain the run can derive, or a --set
+  local tpl = opts.pods and opts.pods[1].template
+  if tpl and tpl:find("<dedicated_domain>", 1, true) and opts.pods[1].values.dedicated_domain == nil
+     and not require("pullsecret.run").known_domain(opts) then
+    return nil, usage(a.pod_template .. ": no value for placeholder <dedicated_domain>, and it cannot be derived "
+      .. "(the API endpoint is not api.<domain> and the registry is not registry.<domain>): pass "
+      .. "--set dedicated_domain=VALUE")
+  end
   local progress = ctx:progress()
   ctx.kube_event = function(ev)
     if ev.type == "retry" and ctx.step then
@@ -1261,6 +1385,10 @@ function commands.run(ctx, a)
   local res
   res, err = require("pullsecret.run").run(opts, progress)
   if not res then return nil, err end
+  -- A dry run mints nothing: say what a real run would do with the token.
+  if res.dry_run then
+    res.token = ({ rotated = "would rotate", new = "would mint a new token" })[res.token] or res.token
+  end
   if a.output == "name" then
     for _ in ipairs(res.secrets or {}) do ctx:out("secret/", res.secret_name, "\n") end
     for _, p in ipairs(res.pods or {}) do ctx:out(tostring(p.kind):lower(), "/", p.name, "\n") end
@@ -1320,8 +1448,8 @@ function commands.sim(ctx, a)
     "  ca          ", ca, "\n",
     "  kubeconfig  ", kubeconfig, "\n",
     "  directory   ", dir, "\n",
-    "Demo user: demo@example.com, password demo-password, API key demo-apikey, passcode demo-passcode, ",
-    "org demo-org\n",
+    "Demo user: demo@example.com, password demo-password, API key demo-apikey, ",
+    "passcode demo-passcode (one use), org demo-org\n",
     "Try:\n",
     "  export PULLSECRET_PASSWORD=demo-password\n",
     "  pullsecret run --api ", u.api, " --cacert ", ca, " --registry ", u.registry, " \\\n",
@@ -1370,6 +1498,16 @@ local function dispatch(ctx, argv)
     return report(ctx, usage(tostring(a)), path)
   end
   ctx.log = ctx:logger(a.verbose)
+  -- -n NS goes into request paths: a name the API server would refuse is refused here (`run`
+  -- takes several and checks them itself).
+  if type(a.namespace) == "string" then
+    if a.namespace == "" then
+      return report(ctx, usage("-n/--namespace is empty: give a namespace, or leave -n out for the context's"),
+        path)
+    end
+    local valid, verr = manifest.check_name("namespace", a.namespace, "label")
+    if not valid then return report(ctx, usage(verr.message .. " (-n/--namespace)"), path) end
+  end
   local handler = commands[a.command]
   local code, err = handler(ctx, a)
   if code == nil then
