@@ -110,6 +110,11 @@ static int l_form_encode(lua_State *L)
   char *out;
   luaL_checktype(L, 1, LUA_TTABLE);
   count = (lua_Integer)lua_rawlen(L, 1);
+  if (count > INT32_MAX / 2) return luaL_error(L, "form_encode: too many entries");
+  lua_settop(L, 1);
+  /* index 2: the names and values in a table of our own, so that nothing
+   * run between the passes (a finalizer) can change what was sized. */
+  lua_createtable(L, (int)(2 * count), 0);
   /* First pass: check every entry (errors name it) and size the output. */
   for (i = 1; i <= count; i++) {
     size_t nn, vn;
@@ -124,20 +129,21 @@ static int l_form_encode(lua_State *L)
         total > ((size_t)-1) / 2 - 3 * (nn + vn) - 2)
       return luaL_error(L, "form_encode: input too long");
     total += 3 * (nn + vn) + 2;
-    lua_pop(L, 3);
+    lua_rawseti(L, 2, 2 * i);                     /* the value */
+    lua_rawseti(L, 2, 2 * i - 1);                 /* the name */
+    lua_pop(L, 1);
   }
-  /* Second pass: the strings stay referenced by the argument table, so
-   * their pointers remain valid after popping them. */
+  /* Second pass: the strings stay referenced by our table, so their
+   * pointers remain valid after popping them. */
   out = luaL_buffinitsize(L, &b, total);
   for (i = 1; i <= count; i++) {
     size_t nn, vn;
     const char *name, *value;
-    lua_rawgeti(L, 1, i);
-    lua_rawgeti(L, -1, 1);
-    lua_rawgeti(L, -2, 2);
+    lua_rawgeti(L, 2, 2 * i - 1);
+    lua_rawgeti(L, 2, 2 * i);
     name = lua_tolstring(L, -2, &nn);
     value = lua_tolstring(L, -1, &vn);
-    lua_pop(L, 3);
+    lua_pop(L, 2);
     if (i > 1) out[o++] = '&';
     o += ps_percent_encode(name, nn, out + o, PS_PCT_FORM);
     out[o++] = '=';
