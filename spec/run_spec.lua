@@ -331,6 +331,73 @@ describe("pullsecret.run", function()
     assert.equal(0, #s:state("registry").tokens)
   end)
 
+  describe("in two namespaces", function()
+    before_each(function()
+      local k = assert(require("pullsecret.kube").new{ kubeconfig = s.kubeconfig })
+      for _, ns in ipairs{ "ns-a", "ns-b" } do
+        assert(k:create{ apiVersion = "v1", kind = "Namespace", metadata = { name = ns } })
+      end
+      k:close()
+      s:reset_stats()
+    end)
+    local function both(extra)
+      local o = { namespace = false, namespaces = { "ns-a", "ns-b" }, pods = false }
+      for key, v in pairs(extra or {}) do o[key] = v end
+      return o
+    end
+
+    it("a rotation that fails in one namespace revokes the old token of the one it finished", function()
+      local a = assert(go{ namespace = "ns-a", pods = false })
+      local b = assert(go{ namespace = "ns-b", pods = false, rotate = true })      -- each holds its own token
+      assert.are_not.equal(a.token_id, b.token_id)
+      s:fault{ listener = "kube", method = "PATCH", path = "/api/v1/namespaces/ns%-b/secrets/regtok", status = 500 }
+      local r, err = go(both{ rotate = true })
+      s:clear_faults()
+      assert.is_nil(r)
+      assert.equal(6, err.step)
+      assert.same({ a.token_id }, err.replaced_revoked)
+      assert.matches("(the replaced token " .. a.token_id .. " is revoked: no secret holds it now)", err.message,
+        1, true)
+      local live = {}
+      for _, t in ipairs(live_tokens(s)) do live[t._id] = true end
+      assert.is_nil(live[a.token_id])                 -- ns-a holds the new token now
+      assert.is_true(live[b.token_id])                -- ns-b still holds its own
+      assert.is_true(live[err.kept])
+      -- the re-run converges: both namespaces on one token, the other revoked
+      r = assert(go(both()))
+      assert.equal("reused", r.token)
+      assert.equal(1, #live_tokens(s))
+      assert.equal(live_tokens(s)[1]._id, r.token_id)
+    end)
+
+    it("namespaces holding different valid tokens end on one; the token no secret holds is revoked", function()
+      local a = assert(go{ namespace = "ns-a", pods = false })
+      local b = assert(go{ namespace = "ns-b", pods = false, rotate = true })
+      local r = assert(go(both()))
+      assert.equal("reused", r.token)
+      assert.equal(a.token_id, r.token_id)
+      assert.same({ b.token_id }, r.revoked)
+      assert.equal(1, #live_tokens(s))
+      assert.equal(live_tokens(s)[1].token, (secret_token(s, "ns-b", "regtok", "registry.sim.example")))
+    end)
+
+    it("a secret written under another server key keeps its token: nothing minted", function()
+      local a = assert(go(both()))
+      local r = assert(go(both{ docker_server = "registry.sim.example:443" }))
+      assert.equal("reused", r.token)
+      assert.equal(a.token_id, r.token_id)
+      assert.equal(1, #s:state("registry").tokens)
+      assert.equal(live_tokens(s)[1].token, (secret_token(s, "ns-a", "regtok", "registry.sim.example:443")))
+    end)
+
+    it("an empty namespaces list is an input error before anything is sent", function()
+      local r, err = go{ namespace = false, namespaces = {} }
+      assert.is_nil(r)
+      assert.same({ "input", "namespaces" }, { err.kind, err.field })
+      assert.same({}, s:stats().log)
+    end)
+  end)
+
   it("an invalid secret_name is an input error before anything is sent", function()
     local r, err = go{ secret_name = "Bad_Name" }
     assert.is_nil(r)

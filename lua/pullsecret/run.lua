@@ -43,7 +43,10 @@
 -- that some secret holds is kept (err.kept = id) and the message says so; a token that could not be
 -- revoked, or whose use could not be read back, is err.orphan. A pod failure leaves the (valid)
 -- secret in place and says so. Rotation revokes the replaced tokens only after every namespace's
--- secret was read back holding the new one; a replaced token that could not be revoked fails the
+-- secret was read back holding the new one (after a failure: those no secret holds any more,
+-- err.replaced_revoked); a token some target secrets held that none holds after the run (they were
+-- brought onto one token, or onto one written under another server key) is revoked the same way,
+-- and a token held under another server key of the same registry is reused; a replaced token that could not be revoked fails the
 -- run after step 7 with step 4's error (err.orphans = its ids, err.result = the result), whose
 -- message says how to revoke it. An invalid secret_name is an input error before step 1. An error
 -- raised after a token was minted (an interruption) is raised again once the token is settled the
@@ -99,6 +102,28 @@ function run.secret_login(secret, server)
   return user, pass
 end
 
+--- Every registry token (a JWT) a dockerconfigjson secret holds: the login under `server` first
+-- (whatever its password), then JWTs under other keys (a secret written with another server key):
+-- { { user =, token =, server = true | nil }, ... }.
+function run.held_tokens(secret, server)
+  local out = {}
+  local u, tok = run.secret_login(secret, server)
+  if tok then out[1] = { user = u, token = tok, server = true } end
+  local b64 = type(secret) == "table" and type(secret.data) == "table" and secret.data[".dockerconfigjson"]
+  local text = type(b64) == "string" and core.b64decode(b64)
+  local doc = text and cjson.decode(text)
+  local keys = {}
+  for key in pairs(type(doc) == "table" and type(doc.auths) == "table" and doc.auths or {}) do
+    if type(key) == "string" and key ~= server then keys[#keys + 1] = key end
+  end
+  table.sort(keys)
+  for _, key in ipairs(keys) do
+    u, tok = run.secret_login(secret, key)
+    if tok and tok:find("^eyJ[%w_-]*%.[%w_-]+%.[%w_-]*$") then out[#out + 1] = { user = u, token = tok } end
+  end
+  return out
+end
+
 local Run = {}
 Run.__index = Run
 
@@ -144,6 +169,18 @@ local function check(opts)
   local n = opts.concurrency
   if n ~= nil and (math.type(n) ~= "integer" or n < 1 or n > 1024) then
     error("pullsecret.run: option 'concurrency' must be an integer from 1 to 1024", 3)
+  end
+  if opts.namespaces ~= nil then
+    local nss = opts.namespaces
+    if type(nss) ~= "table" or #nss == 0 then
+      return nil, errors.new("input", "namespaces is empty: name at least one namespace (or give namespace)",
+        { field = "namespaces" })
+    end
+    for i, ns in ipairs(nss) do
+      if type(ns) ~= "string" or ns == "" then
+        error("pullsecret.run: namespaces[" .. i .. "] must be a non-empty string", 3)
+      end
+    end
   end
   if type(opts.secret_name) ~= "string" or opts.secret_name == "" then
     return nil, errors.new("input", "secret_name is missing: name the image pull secret to write (--secret-name)",
@@ -316,19 +353,26 @@ function Run:registry_token()
   if not ok then
     return nil, self:fail(4, errors.wrap(err, "reading the target namespaces before a token is minted"))
   end
-  -- Tokens the secrets hold now.
+  -- Tokens the secrets hold now (held_by: namespace -> their ids), the server key's first.
+  local user = o.docker_username or "token"
   local held, held_ids = {}, {}
+  self.held_by = {}
   for _, ns in ipairs(self.namespaces) do
-    local user, tok = run.secret_login(self.existing[ns], self.server)
-    if tok and user == (o.docker_username or "token") then
-      local info = registry.token_info(tok)
-      if info and not held_ids[info.id] then
-        held_ids[info.id] = true
-        held[#held + 1] = { token = tok, id = info.id }
+    for _, login in ipairs(run.held_tokens(self.existing[ns], self.server)) do
+      local info = registry.token_info(login.token)
+      if info then
+        self.held_by[ns] = self.held_by[ns] or {}
+        table.insert(self.held_by[ns], info.id)
+        if not held_ids[info.id] then
+          held_ids[info.id] = true
+          held[#held + 1] = { token = login.token, id = info.id, user = login.user,
+                              under_server = login.server and login.user == user }
+        end
       end
     end
   end
   local valid
+  self.listed = {}
   if #held > 0 then
     local list
     list, err = reg:list()
@@ -336,10 +380,17 @@ function Run:registry_token()
     local live = {}
     local now = os.time()
     for _, t in ipairs(list) do
+      if t.id then self.listed[t.id] = t end
       if not t.revoked and (t.expires == nil or t.expires > now + 3600) then live[t.id] = t end
     end
+    -- a token under another server key counts only when this registry lists it
+    local ours = {}
     for _, h in ipairs(held) do
-      if live[h.id] and (live[h.id].readonly == not o.write) then valid = h; break end
+      if h.under_server or self.listed[h.id] then ours[#ours + 1] = h end
+    end
+    held = ours
+    for _, h in ipairs(held) do
+      if h.user == user and live[h.id] and (live[h.id].readonly == not o.write) then valid = h; break end
     end
   end
   self.replaced = held
@@ -632,8 +683,29 @@ function Run:revoke(ids, why)
   return failed
 end
 
--- No orphans: after a failure, the token this run minted is revoked when no secret holds it, and
--- kept (and said so) when one does. Secrets not verified in step 6 are read back to know.
+--- The tokens the target secrets held before this run that none of them holds now (`holding`: the
+-- namespaces whose secret holds this run's token) and that the registry lists as not revoked: the
+-- ones a rotation, or a secret rewritten to another token, leaves behind. { id, ... }.
+function Run:displaced(holding)
+  local out = {}
+  if self.opts.dry_run or not self.reg then return out end
+  for _, h in ipairs(self.replaced or {}) do
+    local t = self.listed and self.listed[h.id]
+    local free = h.id ~= self.token_id and t ~= nil and not t.revoked
+    for ns, ids in pairs(self.held_by or {}) do
+      for _, id in ipairs(ids) do
+        if id == h.id and not holding[ns] then free = false end
+      end
+    end
+    if free then out[#out + 1] = h.id end
+  end
+  return out
+end
+
+--- No orphans: after a failure, the token this run minted is revoked when no secret holds it, and
+-- kept (and said so) when one does; a token a secret held before and none holds now is revoked
+-- (rotation's promise, kept in the namespaces that were done). Secrets not verified in step 6 are
+-- read back to know.
 function Run:settle(err)
   local id = self.minted
   self.settled = true
@@ -651,6 +723,29 @@ function Run:settle(err)
       unsure[#unsure + 1] = ns
     end
   end
+  local holding = {}
+  for _, ns in ipairs(holders) do holding[ns] = true end
+  local gone = self:displaced(holding)
+  if #gone > 0 then
+    local failed = self:revoke(gone, "replaced")
+    local bad = {}
+    for _, f in ipairs(failed) do bad[f.id] = true end
+    local done, kept = {}, {}
+    for _, g in ipairs(gone) do
+      if bad[g] then kept[#kept + 1] = g else done[#done + 1] = g end
+    end
+    if #done > 0 then
+      err.message = err.message .. string.format(" (the replaced token%s %s %s revoked: no secret holds %s now)",
+        #done == 1 and "" or "s", table.concat(done, ", "), #done == 1 and "is" or "are", #done == 1 and "it" or "them")
+      err.replaced_revoked = done
+    end
+    if #kept > 0 then
+      err.message = err.message .. string.format(" (the replaced token%s %s could not be revoked: revoke with "
+        .. "`pullsecret token rm %s`)", #kept == 1 and "" or "s", table.concat(kept, ", "), table.concat(kept, " "))
+      err.orphans = kept
+    end
+  end
+  if not id then return end
   if #holders > 0 then
     err.message = err.message .. string.format(" (the token %s minted by this run is kept: the secret in %d "
       .. "namespace%s holds it)", short_id(id), #holders, #holders == 1 and "" or "s")
@@ -743,18 +838,19 @@ function Run:go()
   ok, err = self:describe()
   if ok then ok, err = self:write_secrets() end
   if not ok then
-    if self.minted then self:settle(err) end
+    if self.minted or self.writing then self:settle(err) end
     return nil, err
   end
   local unrevoked = {}
-  if self.minted and self.token_state == "rotated" then
-    local ids = {}
-    for _, h in ipairs(self.replaced) do if h.id ~= self.minted then ids[#ids + 1] = h.id end end
-    local failed = self:revoke(ids, "replaced")
+  local every = {}
+  for _, ns in ipairs(self.namespaces) do every[ns] = true end
+  local gone = self:displaced(every)
+  if #gone > 0 then
+    local failed = self:revoke(gone, "replaced")
     local bad = {}
     for _, f in ipairs(failed) do bad[f.id] = true; unrevoked[#unrevoked + 1] = f end
     self.revoked = {}
-    for _, id in ipairs(ids) do if not bad[id] then self.revoked[#self.revoked + 1] = id end end
+    for _, id in ipairs(gone) do if not bad[id] then self.revoked[#self.revoked + 1] = id end end
   end
   -- The secrets hold the new token: a replaced token that could not be revoked does not stop the
   -- pods, but the run fails at the end, naming it and how to revoke it (a re-run would not: no
@@ -764,7 +860,7 @@ function Run:go()
     local ids = {}
     for i, f in ipairs(unrevoked) do ids[i] = f.id end
     local note = string.format("the secrets hold the new token %s, but the replaced token%s %s could not be "
-      .. "revoked (%s): revoke %s with `pullsecret token rm %s`", short_id(self.minted), #ids == 1 and "" or "s",
+      .. "revoked (%s): revoke %s with `pullsecret token rm %s`", short_id(self.token_id), #ids == 1 and "" or "s",
       table.concat(ids, ", "), tostring(unrevoked[1].err.message), #ids == 1 and "it" or "them",
       table.concat(ids, " "))
     if ok then
@@ -790,7 +886,7 @@ function run.run(opts, on_event)
                               verified = {} }, Run)
   local res
   ok, res, err = pcall(Run.go, self)
-  if not ok and self.minted and not self.settled then
+  if not ok and (self.minted or self.writing) and not self.settled then
     -- An error raised after minting (Ctrl-C among them): the token is settled as after a failure,
     -- and the error says what became of it.
     local note = errors.new("protocol", "")
