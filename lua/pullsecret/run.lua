@@ -46,11 +46,11 @@
 -- secret was read back holding the new one (after a failure: those no secret holds any more,
 -- err.replaced_revoked); a token some target secrets held that none holds after the run (they were
 -- brought onto one token, or onto one written under another server key) is revoked the same way,
--- and a token held under another server key of the same registry is reused; a replaced token that could not be revoked fails the
--- run after step 7 with step 4's error (err.orphans = its ids, err.result = the result), whose
--- message says how to revoke it. An invalid secret_name is an input error before step 1. An error
--- raised after a token was minted (an interruption) is raised again once the token is settled the
--- same way, its text saying what became of the token.
+-- and a token held under another server key of the same registry is reused; a replaced token
+-- that could not be revoked fails the run after step 7 with step 4's error (err.orphans = its ids,
+-- err.result = the result), whose message says how to revoke it. An invalid secret_name is an
+-- input error before step 1. An error raised after a token was minted (an interruption) is raised
+-- again once the token is settled the same way, its text saying what became of the token.
 local cjson = require "cjson.safe"
 local core = require "pullsecret.core"
 local errors = require "pullsecret.errors"
