@@ -22,6 +22,10 @@ local function live_tokens(s)
   return out
 end
 
+local function registry_id(token)
+  return token and require("pullsecret.registry").token_info(token).id
+end
+
 local function secret_token(s, ns, name, server)
   local obj = s:state("kube").objects.secrets[ns .. "/" .. name]
   if not obj then return nil end
@@ -363,22 +367,44 @@ describe("pullsecret.run", function()
       assert.is_nil(live[a.token_id])                 -- ns-a holds the new token now
       assert.is_true(live[b.token_id])                -- ns-b still holds its own
       assert.is_true(live[err.kept])
-      -- the re-run converges: both namespaces on one token, the other revoked
+      -- the re-run converges: both namespaces on one token; ns-b's old one is named (a secret
+      -- elsewhere may use it), and a rotation would revoke it
       r = assert(go(both()))
       assert.equal("reused", r.token)
-      assert.equal(1, #live_tokens(s))
-      assert.equal(live_tokens(s)[1]._id, r.token_id)
+      assert.equal(err.kept, r.token_id)
+      assert.same({ b.token_id }, r.unheld)
+      r = assert(go(both{ rotate = true }))
+      assert.same({ err.kept }, r.revoked)
+      live = {}
+      for _, t in ipairs(live_tokens(s)) do live[t._id] = true end
+      assert.same({ [r.token_id] = true, [b.token_id] = true }, live)   -- b's: in no secret here any more
+      assert.equal(r.token_id, registry_id(secret_token(s, "ns-b", "regtok", "registry.sim.example")))
     end)
 
-    it("namespaces holding different valid tokens end on one; the token no secret holds is revoked", function()
+    it("namespaces holding different valid tokens end on one; the other is named, not revoked", function()
       local a = assert(go{ namespace = "ns-a", pods = false })
       local b = assert(go{ namespace = "ns-b", pods = false, rotate = true })
       local r = assert(go(both()))
       assert.equal("reused", r.token)
       assert.equal(a.token_id, r.token_id)
-      assert.same({ b.token_id }, r.revoked)
-      assert.equal(1, #live_tokens(s))
+      assert.is_nil(r.revoked)
+      assert.same({ b.token_id }, r.unheld)             -- a secret elsewhere may still use it
+      assert.equal(2, #live_tokens(s))
       assert.equal(live_tokens(s)[1].token, (secret_token(s, "ns-b", "regtok", "registry.sim.example")))
+    end)
+
+    it("a token held under another user in one namespace is still reused from the next", function()
+      local a = assert(go{ namespace = "ns-b", pods = false })
+      local k = assert(require("pullsecret.kube").new{ kubeconfig = s.kubeconfig })
+      local tok = live_tokens(s)[1].token
+      assert(k:upsert_secret(manifest.pull_secret{ name = "regtok", namespace = "ns-a",
+        server = "registry.sim.example", username = "robot", password = tok }, {}))
+      k:close()
+      local r = assert(go(both()))
+      assert.equal("reused", r.token)
+      assert.equal(a.token_id, r.token_id)
+      assert.equal(1, #live_tokens(s))
+      assert.equal(1, #s:state("registry").tokens)
     end)
 
     it("a secret written under another server key keeps its token: nothing minted", function()

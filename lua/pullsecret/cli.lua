@@ -1246,7 +1246,7 @@ end
 
 local function run_result(res)
   local r = yaml.object({}, { "namespace", "namespaces", "secret_name", "registry", "username", "token",
-    "token_id", "dry_run", "secrets", "service_accounts", "pods", "revoked", "manifests" })
+    "token_id", "dry_run", "secrets", "service_accounts", "pods", "revoked", "unheld", "manifests" })
   for _, k in ipairs{ "namespace", "secret_name", "registry", "username", "token", "token_id", "dry_run" } do
     r[k] = res[k]
   end
@@ -1259,6 +1259,7 @@ local function run_result(res)
       { "kind", "namespace", "name", "action" })
   end
   if res.revoked then r.revoked = plain(yaml.array(res.revoked)) end
+  if res.unheld then r.unheld = plain(yaml.array(res.unheld)) end
   if res.manifests then r.manifests = redact(yaml.array(res.manifests)) end
   return r
 end
@@ -1412,6 +1413,10 @@ function commands.run(ctx, a)
         p.name, " ", p.action, "\n")
     end
     for _, id in ipairs(res.revoked or {}) do ctx:out("revoked   ", id, "\n") end
+    for _, id in ipairs(res.unheld or {}) do
+      ctx:say("pullsecret: the token ", id, " is no longer in these secrets but still valid; if no other secret ",
+        "uses it, revoke it with `pullsecret token rm ", id, "`\n")
+    end
     if res.dry_run then ctx:say("pullsecret: dry run: no token minted, nothing written\n") end
   end
   return 0
@@ -1529,7 +1534,7 @@ function cli.main(argv, io_)
   if not ok then
     if tostring(code):find("interrupted!", 1, true) then
       -- pullsecret.run says what became of a token it had minted: keep that
-      local note = tostring(code):match("interrupted!( %(the token [^\n]-%))")
+      local note = tostring(code):match("interrupted!( %(the [^\n]*%))")
       ctx:say("\npullsecret: interrupted", note or "", "\n")
       return cli.EXIT_INTERRUPTED
     end

@@ -44,9 +44,9 @@
 -- revoked, or whose use could not be read back, is err.orphan. A pod failure leaves the (valid)
 -- secret in place and says so. Rotation revokes the replaced tokens only after every namespace's
 -- secret was read back holding the new one (after a failure: those no secret holds any more,
--- err.replaced_revoked); a token some target secrets held that none holds after the run (they were
--- brought onto one token, or onto one written under another server key) is revoked the same way,
--- and a token held under another server key of the same registry is reused; a replaced token
+-- err.replaced_revoked). When the secrets are brought onto a token one of them already held, the
+-- still-valid tokens the others held are named in result.unheld, not revoked (a secret elsewhere
+-- may use them). A token held under another server key of the same registry is reused; a replaced token
 -- that could not be revoked fails the run after step 7 with step 4's error (err.orphans = its ids,
 -- err.result = the result), whose message says how to revoke it. An invalid secret_name is an
 -- input error before step 1. An error raised after a token was minted (an interruption) is raised
@@ -363,11 +363,14 @@ function Run:registry_token()
       if info then
         self.held_by[ns] = self.held_by[ns] or {}
         table.insert(self.held_by[ns], info.id)
-        if not held_ids[info.id] then
-          held_ids[info.id] = true
-          held[#held + 1] = { token = login.token, id = info.id, user = login.user,
-                              under_server = login.server and login.user == user }
+        local h = held_ids[info.id]
+        if not h then
+          h = { token = login.token, id = info.id, user = login.user }
+          held_ids[info.id], held[#held + 1] = h, h
         end
+        -- any namespace holding it under the wanted user makes it reusable
+        if login.user == user then h.user = user end
+        if login.server and login.user == user then h.under_server = true end
       end
     end
   end
@@ -703,7 +706,7 @@ function Run:displaced(holding)
 end
 
 --- No orphans: after a failure, the token this run minted is revoked when no secret holds it, and
--- kept (and said so) when one does; a token a secret held before and none holds now is revoked
+-- kept (and said so) when one does; a token it replaced that no target secret holds now is revoked
 -- (rotation's promise, kept in the namespaces that were done). Secrets not verified in step 6 are
 -- read back to know.
 function Run:settle(err)
@@ -723,9 +726,11 @@ function Run:settle(err)
       unsure[#unsure + 1] = ns
     end
   end
+  self:settle_minted(err, id, holders, unsure)
+  -- what the token this run minted replaced, in the namespaces that hold it now
   local holding = {}
   for _, ns in ipairs(holders) do holding[ns] = true end
-  local gone = self:displaced(holding)
+  local gone = id and self:displaced(holding) or {}
   if #gone > 0 then
     local failed = self:revoke(gone, "replaced")
     local bad = {}
@@ -745,6 +750,10 @@ function Run:settle(err)
       err.orphans = kept
     end
   end
+end
+
+-- settle's part for the token this run minted (`id`, or nil): kept, revoked, or an orphan.
+function Run:settle_minted(err, id, holders, unsure)
   if not id then return end
   if #holders > 0 then
     err.message = err.message .. string.format(" (the token %s minted by this run is kept: the secret in %d "
@@ -778,7 +787,7 @@ function Run:result()
     registry = self.server, token_id = self.token_id, token = self.token_state, username = self.username,
     secrets = self.secrets, service_accounts = self.service_accounts, pods = self.applied,
     described = self.described, dry_run = self.opts.dry_run or false,
-    manifests = self.opts.dry_run and self.manifests or nil, revoked = self.revoked,
+    manifests = self.opts.dry_run and self.manifests or nil, revoked = self.revoked, unheld = self.unheld,
   }
 end
 
@@ -845,6 +854,11 @@ function Run:go()
   local every = {}
   for _, ns in ipairs(self.namespaces) do every[ns] = true end
   local gone = self:displaced(every)
+  if not self.minted then
+    -- Brought onto a token the secrets already had: the others may still serve secrets elsewhere
+    -- (other namespaces, other clusters), so they are named, not revoked.
+    self.unheld, gone = #gone > 0 and gone or nil, {}
+  end
   if #gone > 0 then
     local failed = self:revoke(gone, "replaced")
     local bad = {}
