@@ -633,6 +633,27 @@ describe("pullsecret run against the simulator", function()
     assert.equal(1, r.code)
     assert.truthy(r.err:find("step 1 %(login%)"))
   end)
+
+  it("namespaces brought onto one token: the other, still valid, is named with how to revoke it", function()
+    local base = { "run", "--api", s.urls.api, "--cacert", s.ca_file, "--registry", s.urls.registry,
+      "--username", USER, "--org", "demo-org", "--kubeconfig", s.kubeconfig, "--secret-name", "split" }
+    local function with(...)
+      local argv = { table.unpack(base) }
+      for _, x in ipairs{ ... } do argv[#argv + 1] = x end
+      return pullsecret(argv, { home = home, env = { PULLSECRET_PASSWORD = PASSWORD } })
+    end
+    local a = with("-n", "default", "-o", "json")
+    assert.equal(0, a.code, a.err)
+    local b = with("-n", "apps", "-o", "json")
+    assert.equal(0, b.code, b.err)
+    local ida, idb = cjson.decode(a.out).token_id, cjson.decode(b.out).token_id
+    assert.are_not.equal(ida, idb)
+    local r = with("-n", "default", "-n", "apps")
+    assert.equal(0, r.code, r.err)
+    assert.truthy(r.out:find("token     reused, id " .. ida, 1, true), r.out)
+    assert.truthy(r.err:find("pullsecret: the token " .. idb .. " is no longer in these secrets but still valid; "
+      .. "if no other secret uses it, revoke it with `pullsecret token rm " .. idb .. "`", 1, true), r.err)
+  end)
 end)
 
 describe("pullsecret login, oauth-token, org and token", function()
