@@ -324,7 +324,9 @@ local function run_exec(self)
     os.remove(envfile)
     return fail("cannot be started: cannot write its environment to " .. envfile)
   end
-  local parts = { ". " .. sh_quote(envfile) .. " && exec", sh_quote(ex.command) }
+  -- a missing command exits 127 without the shell's own message (the error below says it)
+  local parts = { ". " .. sh_quote(envfile) .. " && { command -v " .. sh_quote(ex.command) ..
+    " >/dev/null 2>&1 || exit 127; } && exec", sh_quote(ex.command) }
   for _, a in ipairs(ex.args) do parts[#parts + 1] = sh_quote(a) end
   local cmd = table.concat(parts, " ") .. " </dev/null"
   local p = io.popen(cmd, "r")
