@@ -56,13 +56,7 @@ local function write(path, text)
   return path
 end
 
-local function read(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("spec.helpers.host").read
 
 -- Runs the command in-process. o = { home =, env = {}, stdin = "", tty = false, stty =, exempt = why }
 local function pullsecret(argv, o)

@@ -83,15 +83,18 @@ local function registry_url(registry)
   return "https://" .. registry:gsub("/+$", "")
 end
 
--- The token (or password) a dockerconfigjson secret holds for `server`: user, password | nil.
-function run.secret_login(secret, server)
+-- The `auths` table of a dockerconfigjson secret, or nil.
+local function auths_of(secret)
   if type(secret) ~= "table" or type(secret.data) ~= "table" then return nil end
   local b64 = secret.data[".dockerconfigjson"]
-  if type(b64) ~= "string" then return nil end
-  local text = core.b64decode(b64)
+  local text = type(b64) == "string" and core.b64decode(b64)
   local doc = text and cjson.decode(text)
   local auths = type(doc) == "table" and doc.auths
-  local entry = type(auths) == "table" and auths[server]
+  return type(auths) == "table" and auths or nil
+end
+
+-- The login of one auths entry: user, password | nil (`auth`, when present, wins).
+local function entry_login(entry)
   if type(entry) ~= "table" then return nil end
   local user, pass = entry.username, entry.password
   if type(entry.auth) == "string" then
@@ -102,23 +105,27 @@ function run.secret_login(secret, server)
   return user, pass
 end
 
+-- The token (or password) a dockerconfigjson secret holds for `server`: user, password | nil.
+function run.secret_login(secret, server)
+  local auths = auths_of(secret)
+  return entry_login(auths and auths[server])
+end
+
 --- Every registry token (a JWT) a dockerconfigjson secret holds: the login under `server` first
 -- (whatever its password), then JWTs under other keys (a secret written with another server key):
 -- { { user =, token =, server = true | nil }, ... }.
 function run.held_tokens(secret, server)
   local out = {}
-  local u, tok = run.secret_login(secret, server)
+  local auths = auths_of(secret) or {}
+  local u, tok = entry_login(auths[server])
   if tok then out[1] = { user = u, token = tok, server = true } end
-  local b64 = type(secret) == "table" and type(secret.data) == "table" and secret.data[".dockerconfigjson"]
-  local text = type(b64) == "string" and core.b64decode(b64)
-  local doc = text and cjson.decode(text)
   local keys = {}
-  for key in pairs(type(doc) == "table" and type(doc.auths) == "table" and doc.auths or {}) do
+  for key in pairs(auths) do
     if type(key) == "string" and key ~= server then keys[#keys + 1] = key end
   end
   table.sort(keys)
   for _, key in ipairs(keys) do
-    u, tok = run.secret_login(secret, key)
+    u, tok = entry_login(auths[key])
     if tok and tok:find("^eyJ[%w_-]*%.[%w_-]+%.[%w_-]*$") then out[#out + 1] = { user = u, token = tok } end
   end
   return out
@@ -730,7 +737,7 @@ function Run:settle(err)
   -- what the token this run minted replaced, in the namespaces that hold it now
   local holding = {}
   for _, ns in ipairs(holders) do holding[ns] = true end
-  local gone = id and self:displaced(holding) or {}
+  local gone = self:displaced(holding)
   if #gone > 0 then
     local failed = self:revoke(gone, "replaced")
     local bad = {}
@@ -752,9 +759,8 @@ function Run:settle(err)
   end
 end
 
--- settle's part for the token this run minted (`id`, or nil): kept, revoked, or an orphan.
+-- settle's part for the token this run minted (`id`): kept, revoked, or an orphan.
 function Run:settle_minted(err, id, holders, unsure)
-  if not id then return end
   if #holders > 0 then
     err.message = err.message .. string.format(" (the token %s minted by this run is kept: the secret in %d "
       .. "namespace%s holds it)", short_id(id), #holders, #holders == 1 and "" or "s")
@@ -847,7 +853,7 @@ function Run:go()
   ok, err = self:describe()
   if ok then ok, err = self:write_secrets() end
   if not ok then
-    if self.minted or self.writing then self:settle(err) end
+    if self.minted then self:settle(err) end
     return nil, err
   end
   local unrevoked = {}
@@ -900,7 +906,7 @@ function run.run(opts, on_event)
                               verified = {} }, Run)
   local res
   ok, res, err = pcall(Run.go, self)
-  if not ok and (self.minted or self.writing) and not self.settled then
+  if not ok and self.minted and not self.settled then
     -- An error raised after minting (Ctrl-C among them): the token is settled as after a failure,
     -- and the error says what became of it.
     local note = errors.new("protocol", "")
