@@ -878,14 +878,15 @@ describe("pullsecret login, oauth-token, org and token", function()
   end)
 
   -- On a real terminal (script(1) gives one): what the user types is not echoed, and Ctrl-C at
-  -- the prompt leaves the terminal echoing again.
+  -- the prompt leaves the terminal echoing again. script(1) runs the command with $SHELL; bash is
+  -- named because dash, CI's /bin/sh, dies of the same SIGINT before it can print rc= and stty -a.
   local function on_tty(keys, d, name)
     local cmd = "lua5.4 bin/pullsecret login --api " .. s.urls.api .. " --cacert " .. s.ca_file ..
       " --username " .. USER .. "; echo rc=$?; stty -a"
     local feeder = "(i=0; while ! grep -qs 'Password:' " .. d .. "/" .. name .. " && [ $i -lt 200 ]; do " ..
       "i=$((i+1)); sleep 0.05; done; printf " .. sh_quote(keys) .. "; sleep 0.5)"
     os.execute(feeder .. " | env LUA_PATH=" .. sh_quote(package.path) .. " LUA_CPATH=" .. sh_quote(package.cpath) ..
-      " PULLSECRET_HOME=" .. d .. "/ps script -qec " .. sh_quote(cmd) .. " /dev/null >" .. d .. "/" .. name .. " 2>&1")
+      " PULLSECRET_HOME=" .. d .. "/ps SHELL=/bin/bash script -qec " .. sh_quote(cmd) .. " /dev/null >" .. d .. "/" .. name .. " 2>&1")
     local out = read(d .. "/" .. name) or ""
     transcripts[#transcripts + 1] = { out = out, err = "", argv = { "login (terminal)" } }
     return out
