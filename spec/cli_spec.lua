@@ -886,7 +886,8 @@ describe("pullsecret login, oauth-token, org and token", function()
     local feeder = "(i=0; while ! grep -qs 'Password:' " .. d .. "/" .. name .. " && [ $i -lt 200 ]; do " ..
       "i=$((i+1)); sleep 0.05; done; printf " .. sh_quote(keys) .. "; sleep 0.5)"
     os.execute(feeder .. " | env LUA_PATH=" .. sh_quote(package.path) .. " LUA_CPATH=" .. sh_quote(package.cpath) ..
-      " PULLSECRET_HOME=" .. d .. "/ps SHELL=/bin/bash script -qec " .. sh_quote(cmd) .. " /dev/null >" .. d .. "/" .. name .. " 2>&1")
+      " PULLSECRET_HOME=" .. d .. "/ps SHELL=/bin/bash script -qec " .. sh_quote(cmd) .. " /dev/null >" ..
+      d .. "/" .. name .. " 2>&1")
     local out = read(d .. "/" .. name) or ""
     transcripts[#transcripts + 1] = { out = out, err = "", argv = { "login (terminal)" } }
     return out
